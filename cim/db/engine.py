@@ -1,0 +1,142 @@
+"""The one place that opens database engines: PostGIS (production) or SpatiaLite (embedded default).
+
+SQLite loads the SpatiaLite extension with RTLD_GLOBAL, after which Debian's libproj, libgeos and
+libsqlite3 shadow the copies inside wheels imported later: pyproj then aborts at exit and rasterio/pyogrio
+segfault on import (../shared/STACK-NOTES.md). So this module imports every wheel with its own copy of
+those libraries *before* the first SpatiaLite connection can exist. Open engines only through
+:func:`open_engine`.
+"""
+
+from __future__ import annotations
+
+# Order matters: these imports must precede any SpatiaLite connection (see module docstring).
+import pyproj  # noqa: F401  isort: skip
+import shapely  # noqa: F401  isort: skip
+import rasterio  # noqa: F401  isort: skip
+import pyogrio  # noqa: F401  isort: skip
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError
+
+SPATIALITE_LIBRARY = os.environ.setdefault("SPATIALITE_LIBRARY_PATH", "mod_spatialite")
+
+
+class CIMDatabaseError(RuntimeError):
+    """The database cannot be used: missing, corrupt, unreachable or not a CIM database."""
+
+
+def safe_url(url: str | URL) -> str:
+    """The URL with its password hidden, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL is shown as given, minus anything that looks like a password
+        return str(url).split("@")[-1]
+
+
+def is_spatialite(url: str | URL) -> bool:
+    """True for a SpatiaLite (SQLite) URL."""
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def spatialite_path(url: str | URL) -> Path | None:
+    """The file behind a SpatiaLite URL (None for an in-memory database)."""
+    database = make_url(url).database
+    return None if not database or database == ":memory:" else Path(database)
+
+
+def _json_dumps(value: Any) -> str:
+    # Chinese attribute values stay readable in the database.
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _sqlite_module() -> Any:
+    try:
+        import pysqlite3.dbapi2 as sqlite_module  # type: ignore[import-not-found]
+    except ImportError:  # a Python whose sqlite3 was built with extension loading
+        import sqlite3 as sqlite_module
+    return sqlite_module
+
+
+def _on_spatialite_connect(dbapi_conn: Any, _record: Any) -> None:
+    # The sqlite3 driver would begin transactions only before DML, so DDL (db init/upgrade) would
+    # autocommit statement by statement. Take transaction control ourselves: see _on_spatialite_begin.
+    dbapi_conn.isolation_level = None
+    dbapi_conn.enable_load_extension(True)
+    dbapi_conn.load_extension(SPATIALITE_LIBRARY)
+    dbapi_conn.enable_load_extension(False)
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA foreign_keys = ON")
+    # WAL lets the HTTP workers read while an import writes.
+    cursor.execute("PRAGMA journal_mode = WAL")
+    cursor.execute("PRAGMA busy_timeout = 30000")
+    cursor.close()
+
+
+def _on_spatialite_begin(conn: Any) -> None:
+    conn.exec_driver_sql("BEGIN")
+
+
+def open_engine(url: str, *, create: bool = False, pool_size: int = 5) -> Engine:
+    """Open an engine on a CIM database and check that it answers.
+
+    Args:
+        url: SQLAlchemy URL: ``sqlite:///path`` (SpatiaLite) or ``postgresql+psycopg://...`` (PostGIS).
+        create: allow a SpatiaLite file that does not exist yet (``cim db init``).
+        pool_size: connections kept per process (PostGIS).
+
+    Raises:
+        CIMDatabaseError: with a one-line message naming the URL (password hidden).
+    """
+    shown = safe_url(url)
+    try:
+        sa_url = make_url(url)
+    except Exception as exc:
+        raise CIMDatabaseError(f"invalid database URL {shown!r}: {exc}") from None
+
+    if is_spatialite(sa_url):
+        path = spatialite_path(sa_url)
+        if path is not None and not path.exists():
+            if not create:
+                raise CIMDatabaseError(f"CIM database not found: {shown} (run `cim db init` first)")
+            path.parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            sa_url,
+            module=_sqlite_module(),
+            connect_args={"check_same_thread": False, "timeout": 30},
+            json_serializer=_json_dumps,
+        )
+        event.listen(engine, "connect", _on_spatialite_connect)
+        event.listen(engine, "begin", _on_spatialite_begin)
+    elif sa_url.get_backend_name() == "postgresql":
+        if sa_url.get_driver_name() in ("", "psycopg2"):
+            sa_url = sa_url.set(drivername="postgresql+psycopg")
+        engine = create_engine(
+            sa_url,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_pre_ping=True,
+            connect_args={"connect_timeout": 10, "application_name": "cim"},
+            json_serializer=_json_dumps,
+        )
+    else:
+        raise CIMDatabaseError(f"unsupported database {shown}: use sqlite:///FILE or postgresql+psycopg://...")
+
+    try:
+        with engine.connect() as conn:
+            if engine.dialect.name == "sqlite":
+                conn.execute(text("PRAGMA schema_version")).scalar()
+            else:
+                conn.execute(text("SELECT 1")).scalar()
+    except DBAPIError as exc:
+        engine.dispose()
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        if engine.dialect.name == "sqlite":
+            raise CIMDatabaseError(f"not a readable SpatiaLite database: {shown} ({reason})") from None
+        raise CIMDatabaseError(f"cannot reach PostGIS at {shown} ({reason})") from None
+    return engine

@@ -1,0 +1,156 @@
+"""Versioned creation and upgrade of the CIM schema (``cim db init`` / ``cim db upgrade``).
+
+Each version is one function that moves the schema from the previous version to itself, in the same
+transaction as the version bump, so a failed step leaves the database as it was. Steps use SQLAlchemy DDL
+(GeoAlchemy2 registers geometry columns and spatial indexes on both PostGIS and SpatiaLite).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection, Engine, Index, inspect, select, text
+
+from cim.db.engine import CIMDatabaseError, safe_url
+from cim.db.models import CIMTables, cim_tables
+
+
+def _v1_core(conn: Connection, t: CIMTables) -> None:
+    """Datasets, import runs, city objects and their per-level 3D geometry."""
+    for table in (t.dataset, t.import_run, t.city_object, t.city_object_geometry):
+        table.create(conn)
+
+
+def _v2_rasters_and_validity(conn: Connection, t: CIMTables) -> None:
+    """Terrain rasters registered in the database; an index for ``datetime`` queries on validity time."""
+    t.raster_layer.create(conn)
+    Index("ix_city_object_validity", t.city_object.c.valid_from, t.city_object.c.valid_to).create(conn)
+
+
+STEPS: dict[int, Callable[[Connection, CIMTables], None]] = {
+    1: _v1_core,
+    2: _v2_rasters_and_validity,
+}
+HEAD = max(STEPS)
+
+
+def read_meta(conn: Connection) -> dict[str, str]:
+    """The ``cim_meta`` key/values, or {} for a database that is not (yet) a CIM database."""
+    if not inspect(conn).has_table("cim_meta"):
+        return {}
+    rows = conn.execute(text("SELECT key, value FROM cim_meta")).all()
+    return {k: v for k, v in rows}
+
+
+def schema_version(engine: Engine) -> int:
+    """The schema version of the database; 0 when it has no CIM schema."""
+    with engine.connect() as conn:
+        return int(read_meta(conn).get("schema_version", 0))
+
+
+def storage_srid(engine: Engine) -> int:
+    """The storage CRS the database was created with."""
+    with engine.connect() as conn:
+        meta = read_meta(conn)
+    if "storage_srid" not in meta:
+        raise CIMDatabaseError(f"not a CIM database: {safe_url(engine.url)} (run `cim db init` first)")
+    return int(meta["storage_srid"])
+
+
+def tables_for(engine: Engine) -> CIMTables:
+    """The tables of an initialised database, checking its schema is current."""
+    with engine.connect() as conn:
+        meta = read_meta(conn)
+    if not meta:
+        raise CIMDatabaseError(f"not a CIM database: {safe_url(engine.url)} (run `cim db init` first)")
+    version = int(meta["schema_version"])
+    if version < HEAD:
+        raise CIMDatabaseError(
+            f"CIM schema version {version} at {safe_url(engine.url)} is older than {HEAD}: run `cim db upgrade`"
+        )
+    if version > HEAD:
+        raise CIMDatabaseError(
+            f"CIM schema version {version} at {safe_url(engine.url)} is newer than this software ({HEAD})"
+        )
+    return cim_tables(int(meta["storage_srid"]))
+
+
+def _set_meta(conn: Connection, t: CIMTables, **values: object) -> None:
+    for key, value in values.items():
+        conn.execute(t.meta.delete().where(t.meta.c.key == key))
+        conn.execute(t.meta.insert().values(key=key, value=str(value)))
+
+
+def init(engine: Engine, storage_srid: int, vertical_srid: int, to: int = HEAD) -> int:
+    """Create the CIM schema at version ``to`` in an empty database, all or nothing.
+
+    Returns the version now in place. A database already at ``to`` or later is left alone.
+    """
+    t = cim_tables(storage_srid)
+    with engine.begin() as conn:
+        meta = read_meta(conn)
+        if meta:
+            current = int(meta["schema_version"])
+            if int(meta["storage_srid"]) != storage_srid:
+                raise CIMDatabaseError(
+                    f"{safe_url(engine.url)} stores EPSG:{meta['storage_srid']}, "
+                    f"but EPSG:{storage_srid} is configured"
+                )
+            if current < to:
+                raise CIMDatabaseError(
+                    f"{safe_url(engine.url)} is at schema version {current}: run `cim db upgrade`"
+                )
+            return current
+        if engine.dialect.name == "sqlite":
+            if conn.execute(text("SELECT CheckSpatialMetaData()")).scalar() < 1:
+                # Inside our transaction: fast (all EPSG definitions are inserted in one commit).
+                conn.execute(text("SELECT InitSpatialMetaData()"))
+            if conn.execute(text("SELECT count(*) FROM spatial_ref_sys WHERE srid = :s"), {"s": storage_srid}).scalar() == 0:
+                raise CIMDatabaseError(f"SpatiaLite does not know EPSG:{storage_srid}")
+        else:
+            conn.execute(text("CREATE EXTENSION IF NOT EXISTS postgis"))
+        t.meta.create(conn)
+        _set_meta(
+            conn,
+            t,
+            storage_srid=storage_srid,
+            vertical_srid=vertical_srid,
+            created_at=datetime.now(UTC).isoformat(),
+            schema_version=0,
+        )
+        _apply(conn, t, 0, to)
+    return to
+
+
+def upgrade(engine: Engine, to: int = HEAD) -> tuple[int, int]:
+    """Apply the pending schema steps up to ``to`` in one transaction; returns (from, to)."""
+    with engine.begin() as conn:
+        meta = read_meta(conn)
+        if not meta:
+            raise CIMDatabaseError(f"not a CIM database: {safe_url(engine.url)} (run `cim db init` first)")
+        current = int(meta["schema_version"])
+        if current > HEAD:
+            raise CIMDatabaseError(f"schema version {current} is newer than this software ({HEAD})")
+        t = cim_tables(int(meta["storage_srid"]))
+        _apply(conn, t, current, to)
+    return current, max(current, to)
+
+
+def _apply(conn: Connection, t: CIMTables, current: int, to: int) -> None:
+    for version in range(current + 1, to + 1):
+        STEPS[version](conn, t)
+        _set_meta(conn, t, schema_version=version, upgraded_at=datetime.now(UTC).isoformat())
+
+
+def object_counts(engine: Engine) -> dict[tuple[str, str], int]:
+    """Objects per (layer, class), for ``cim info`` and tests."""
+    t = tables_for(engine)
+    co = t.city_object
+    from sqlalchemy import func
+
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(co.c.layer, co.c.object_class, func.count()).group_by(co.c.layer, co.c.object_class)
+        ).all()
+    return {(layer, cls): n for layer, cls, n in rows}

@@ -1,0 +1,117 @@
+"""One typed settings object from ``config.yml`` and the environment.
+
+``config.yml`` holds two kinds of configuration: our own section ``cim:`` (database, storage CRS, demo,
+serving) and pygeoapi's usual sections (``server``, ``metadata``, ``resources``...) which the API layer
+passes on to pygeoapi. Environment variables ``CIM_*`` override the ``cim:`` section, e.g.
+``CIM_DATABASE_URL``, ``CIM_STORAGE_CRS``, ``CIM_PORT``.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def config_path() -> Path:
+    """The config file: ``$CIM_CONFIG`` or ``config.yml`` in the working directory, else the project's."""
+    if env := os.environ.get("CIM_CONFIG"):
+        return Path(env)
+    local = Path.cwd() / "config.yml"
+    return local if local.exists() else PROJECT_ROOT / "config.yml"
+
+
+def load_config_file(path: Path | None = None) -> dict[str, Any]:
+    """Read the whole YAML config file (both our section and pygeoapi's)."""
+    path = path or config_path()
+    if not path.exists():
+        return {}
+    with path.open(encoding="utf-8") as fh:
+        data = yaml.safe_load(fh) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: the top level must be a mapping")
+    return data
+
+
+class DemoSettings(BaseModel):
+    """Defaults of ``cim demo``."""
+
+    size: int = 5000
+    seed: int = 20261128
+    # 平山区, the urban core of Benxi, in CGCS2000 geographic (lon, lat).
+    center_lon: float = 123.77
+    center_lat: float = 41.30
+
+
+class Settings(BaseSettings):
+    """Everything the service needs to know, validated once."""
+
+    model_config = SettingsConfigDict(env_prefix="CIM_", extra="ignore")
+
+    # A SpatiaLite file (sqlite:///var/cim.sqlite, the embedded default) or PostGIS
+    # (postgresql+psycopg://user:password@host:port/db).
+    database_url: str = "sqlite:///var/cim.sqlite"
+    # CGCS2000 / 3-degree Gauss-Krueger CM 123E; x = easting, y = northing in the database.
+    storage_crs: int = 4550
+    # 1985 National Height Datum: heights in the database are normal heights.
+    vertical_crs: int = 5737
+    host: str = "127.0.0.1"
+    port: int = 5000
+    workers: int = 1
+    # Public URL of the service; derived from host and port when empty.
+    public_url: str = ""
+    # Where generated files go (DEM COG, effective pygeoapi config, OpenAPI document).
+    data_dir: Path = Field(default=PROJECT_ROOT / "var")
+    demo: DemoSettings = Field(default_factory=DemoSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Explicit arguments beat the environment, which beats config.yml.
+        return (init_settings, env_settings, _ConfigFileSource(settings_cls))
+
+    @property
+    def url(self) -> str:
+        """The public base URL of the API."""
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def dem_path(self) -> Path:
+        """The demo DEM, a Cloud-Optimized GeoTIFF beside the database."""
+        return self.data_dir / "dem.cog.tif"
+
+
+class _ConfigFileSource(PydanticBaseSettingsSource):
+    """The ``cim:`` section of config.yml; relative paths resolve against the config file's folder."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = config_path()
+        section = dict(load_config_file(path).get("cim") or {})
+        if "data_dir" in section:
+            section["data_dir"] = (path.parent / section["data_dir"]).resolve()
+        url = section.get("database_url", "")
+        if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+            section["database_url"] = "sqlite:///" + str((path.parent / url[len("sqlite:///") :]).resolve())
+        return section
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once)."""
+    return Settings()
