@@ -94,9 +94,12 @@ class CIMTables:
     raster_layer: Table
 
 
-@lru_cache(maxsize=8)
-def cim_tables(srid: int) -> CIMTables:
-    """The tables for storage CRS EPSG:``srid`` (cached: one MetaData per SRID)."""
+def build_tables(srid: int) -> CIMTables:
+    """New table objects for storage CRS EPSG:``srid``.
+
+    DDL must use fresh objects: GeoAlchemy2 edits a Table's index list while creating it, differently per
+    dialect, so a Table once created on SpatiaLite would then create no GiST index on PostGIS.
+    """
     md = MetaData()
 
     meta = Table(
@@ -204,3 +207,9 @@ def cim_tables(srid: int) -> CIMTables:
     )
 
     return CIMTables(md, meta, dataset, import_run, city_object, city_object_geometry, raster_layer)
+
+
+@lru_cache(maxsize=8)
+def cim_tables(srid: int) -> CIMTables:
+    """The tables for storage CRS EPSG:``srid``, for queries and writes (cached: one MetaData per SRID)."""
+    return build_tables(srid)

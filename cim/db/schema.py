@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, Engine, Index, inspect, select, text
+from sqlalchemy import Connection, Engine, func, inspect, select, text
 
 from cim.db.engine import CIMDatabaseError, safe_url
-from cim.db.models import CIMTables, cim_tables
+from cim.db.models import CIMTables, build_tables, cim_tables
 
 
 def _v1_core(conn: Connection, t: CIMTables) -> None:
@@ -25,7 +25,8 @@ def _v1_core(conn: Connection, t: CIMTables) -> None:
 def _v2_rasters_and_validity(conn: Connection, t: CIMTables) -> None:
     """Terrain rasters registered in the database; an index for ``datetime`` queries on validity time."""
     t.raster_layer.create(conn)
-    Index("ix_city_object_validity", t.city_object.c.valid_from, t.city_object.c.valid_to).create(conn)
+    # plain DDL: an Index object would attach itself to the cached Table and be created again by step 1
+    conn.execute(text("CREATE INDEX ix_city_object_validity ON city_object (valid_from, valid_to)"))
 
 
 STEPS: dict[int, Callable[[Connection, CIMTables], None]] = {
@@ -87,7 +88,7 @@ def init(engine: Engine, storage_srid: int, vertical_srid: int, to: int = HEAD) 
 
     Returns the version now in place. A database already at ``to`` or later is left alone.
     """
-    t = cim_tables(storage_srid)
+    t = build_tables(storage_srid)
     with engine.begin() as conn:
         meta = read_meta(conn)
         if meta:
@@ -132,7 +133,7 @@ def upgrade(engine: Engine, to: int = HEAD) -> tuple[int, int]:
         current = int(meta["schema_version"])
         if current > HEAD:
             raise CIMDatabaseError(f"schema version {current} is newer than this software ({HEAD})")
-        t = cim_tables(int(meta["storage_srid"]))
+        t = build_tables(int(meta["storage_srid"]))
         _apply(conn, t, current, to)
     return current, max(current, to)
 
@@ -147,8 +148,6 @@ def object_counts(engine: Engine) -> dict[tuple[str, str], int]:
     """Objects per (layer, class), for ``cim info`` and tests."""
     t = tables_for(engine)
     co = t.city_object
-    from sqlalchemy import func
-
     with engine.connect() as conn:
         rows = conn.execute(
             select(co.c.layer, co.c.object_class, func.count()).group_by(co.c.layer, co.c.object_class)

@@ -43,6 +43,19 @@ class DemoResult:
     bounds: tuple[float, float, float, float]
 
 
+def existing_demo(engine: Engine) -> dict[str, Any] | None:
+    """Parameters of the demo already in the database (None if there is none)."""
+    t = tables_for(engine)
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(t.import_run.c.params, t.import_run.c.counts)
+            .join(t.dataset, t.dataset.c.id == t.import_run.c.dataset_id)
+            .where(t.dataset.c.name == DATASET, t.import_run.c.finished_at.is_not(None))
+            .order_by(t.import_run.c.id.desc())
+        ).first()
+    return None if row is None else {**(row.params or {}), "counts": row.counts}
+
+
 def _structure(floors: int) -> str:
     return "砖混" if floors <= 6 else ("框架" if floors <= 11 else "剪力墙")
 
@@ -111,6 +124,7 @@ def generate(engine: Engine, *, size: int, seed: int, center: tuple[float, float
                 "name": "太子河谷地形 (DEM)", "attributes": {"raster": dem_path.name, "resolution_m": dem["resolution"],
                                                         "高程基准": "1985国家高程基准", "vertical_crs": f"EPSG:{vertical_srid}"},
                 "geom": terrain_fp, "min_z": round(float(zs.min()), 3), "max_z": round(float(zs.max()), 3),
+                "valid_from": datetime(2020, 1, 1, tzinfo=UTC),  # the survey the DEM stands for
             }, [(1, tin, ["TINRelief"] * len(tin.geoms))])
             w.flush()
             conn.execute(insert(t.raster_layer).values(

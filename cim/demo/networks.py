@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterator
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 import numpy as np
@@ -194,6 +194,7 @@ class Networks:
             "name": f"{KIND_NAME[k]}{NODE_LABEL[node_type]} {uid[3:]}", "pipe_kind": k, "depth_m": depth,
             "owner": OWNERS[k][0], "district": district, "attributes": attrs,
             "geom": shapely.Point(xy), "min_z": round(ground - depth, 3), "max_z": ground,
+            "valid_from": datetime(1975 + int(45 * float(unit_hash(self.seed, 48, *key))), 1, 1, tzinfo=UTC),
         }
         return obj, [(3, shapely.Point(xy[0], xy[1], ground), None)]
 
@@ -251,6 +252,7 @@ class Networks:
                            "length_m": round(L, 2), "路面材质": "沥青"},
             "geom": footprint.normalize() if not footprint.exterior.is_ccw else footprint,
             "min_z": round(float(zs.min()), 3), "max_z": round(float(zs.max()), 3),
+            "valid_from": datetime(1960 + int(55 * float(unit_hash(self.seed, 49, ord(orient), line))), 1, 1, tzinfo=UTC),
         }
         return obj, [(2, shapely.MultiPolygon(quads), kinds)]
 
@@ -280,7 +282,7 @@ class Networks:
                            "spans": n_spans, "结构形式": "预应力混凝土连续箱梁", "荷载等级": "城-A级",
                            "deck_elevation": round(deck, 3)},
             "geom": footprint, "min_z": round(min(float(terrain_height(us[0], vs.mean())) - 3.0, deck - 1.8), 3),
-            "max_z": round(deck, 3),
+            "max_z": round(deck, 3), "valid_from": datetime(year, 1, 1, tzinfo=UTC),
         }
         surfaces, kinds = combine([deck_solid] + piers)
         return obj, [(2, deck_solid[0], deck_solid[1]), (3, surfaces, kinds)]
@@ -346,6 +348,7 @@ class Networks:
                 "district": district_of(mid_u, mid_v), "attributes": attrs,
                 "geom": shapely.LineString(seg_xy), "min_z": round(min(zs, ze), 3),
                 "max_z": round(float(max(ground[m], ground[m + 1])), 3),
+                "valid_from": datetime(laid.year, laid.month, laid.day, tzinfo=UTC),
             }
             yield obj, [(3, shapely.LineString([(seg_xy[0][0], seg_xy[0][1], zs), (seg_xy[1][0], seg_xy[1][1], ze)]),
                          None)]

@@ -19,9 +19,9 @@ MAX_PIXELS = 4096  # per side: bounds the DEM's memory (64 MiB of float32) at an
 
 
 def dem_grid(bounds: tuple[float, float, float, float]) -> tuple[float, int, int]:
-    """Resolution (m, at least 10) and size of a DEM covering ``bounds`` (storage CRS, E/N)."""
+    """Resolution (m, at least 5) and size of a DEM covering ``bounds`` (storage CRS, E/N)."""
     minx, miny, maxx, maxy = bounds
-    res = max(10.0, math.ceil(max(maxx - minx, maxy - miny) / MAX_PIXELS))
+    res = max(5.0, math.ceil(max(maxx - minx, maxy - miny) / MAX_PIXELS))
     return res, int(math.ceil((maxx - minx) / res)), int(math.ceil((maxy - miny) / res))
 
 

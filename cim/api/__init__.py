@@ -1,0 +1,1 @@
+"""The HTTP service: pygeoapi wired to the CIM database, plus our own routes."""

@@ -1,0 +1,89 @@
+"""The effective pygeoapi configuration and OpenAPI document, written before the server starts.
+
+pygeoapi reads both from files named by ``PYGEOAPI_CONFIG`` / ``PYGEOAPI_OPENAPI`` when its app module is
+imported, so ``cim serve`` (or a test) calls :func:`prepare` first: it takes pygeoapi's sections of
+config.yml, sets the public URL, and fills each collection's extents from the database.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pyproj import Transformer
+from sqlalchemy import Engine
+
+from cim.crs import crs
+from cim.db.queries import extent_statements, to_utc
+from cim.db.schema import tables_for
+from cim.settings import Settings, config_path, load_config_file
+
+STATIC_URL = "/cim-static"
+
+
+def layer_extents(engine: Engine) -> dict[str, dict[str, Any]]:
+    """pygeoapi ``extents`` (CRS84 bbox, validity interval) of every layer with data."""
+    t = tables_for(engine)
+    srid = t.city_object.c.geom.type.srid
+    to_crs84 = Transformer.from_crs(crs(srid), crs("OGC:CRS84"), always_xy=True)
+    out: dict[str, dict[str, Any]] = {}
+    from cim.db.models import LAYERS
+
+    with engine.connect() as conn:
+        for layer in LAYERS:
+            bstmt, tstmt = extent_statements(t, engine.dialect.name, layer)
+            b = conn.execute(bstmt).one()
+            if b[0] is None:
+                continue
+            minx, miny, maxx, maxy = to_crs84.transform_bounds(*b, densify_pts=21)
+            extent: dict[str, Any] = {"spatial": {"bbox": [round(minx, 7), round(miny, 7), round(maxx, 7), round(maxy, 7)],
+                                                  "crs": "http://www.opengis.net/def/crs/OGC/1.3/CRS84"}}
+            begin, end = conn.execute(tstmt).one()
+            if begin is not None:
+                # datetime objects: YAML timestamps, which pygeoapi expects (not quoted strings)
+                extent["temporal"] = {"begin": to_utc(begin), "end": None if end is None else to_utc(end),
+                                      "trs": "http://www.opengis.net/def/uom/ISO-8601/0/Gregorian"}
+            out[layer] = extent
+    return out
+
+
+def pygeoapi_config(settings: Settings, engine: Engine) -> dict[str, Any]:
+    """pygeoapi's sections of config.yml, completed for this server and database."""
+    cfg = copy.deepcopy(load_config_file(config_path()))
+    cfg.pop("cim", None)
+    server = cfg.setdefault("server", {})
+    server["bind"] = {"host": settings.host, "port": settings.port}
+    server["url"] = settings.url
+    server.setdefault("limits", {})
+    server["map"] = {"url": f"{settings.url}{STATIC_URL}/blank-tile.png",
+                     "attribution": (server.get("map") or {}).get("attribution", "")}
+    extents = layer_extents(engine)
+    resources = cfg.setdefault("resources", {})
+    for name, res in list(resources.items()):
+        for p in res.get("providers", []):
+            if p.get("name") == "cim.api.provider.CIMProvider":
+                layer = p.get("data")
+                if layer in extents:
+                    res["extents"] = extents[layer]
+                else:  # an empty layer: pygeoapi needs an extent; the demo's frame is as good as any
+                    res.setdefault("extents", {"spatial": {"bbox": [123.5, 41.0, 124.0, 41.5]}})
+    return cfg
+
+
+def prepare(settings: Settings, engine: Engine) -> tuple[Path, Path]:
+    """Write the effective config and OpenAPI document; point pygeoapi's environment variables at them."""
+    from pygeoapi.openapi import get_oas
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    cfg_path = settings.data_dir / "pygeoapi-config.yml"
+    oas_path = settings.data_dir / "pygeoapi-openapi.yml"
+    cfg = pygeoapi_config(settings, engine)
+    cfg_path.write_text(yaml.safe_dump(cfg, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    oas = get_oas(cfg)
+    oas_path.write_text(yaml.safe_dump(oas, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    os.environ["PYGEOAPI_CONFIG"] = str(cfg_path)
+    os.environ["PYGEOAPI_OPENAPI"] = str(oas_path)
+    return cfg_path, oas_path

@@ -1,0 +1,192 @@
+"""pygeoapi feature provider over one layer of the CIM database.
+
+pygeoapi builds a provider object on every request, so everything expensive (the engine and its pool,
+the tables, transformers) lives in process-wide caches and construction is cheap. The provider is
+declared to pygeoapi with the default CRS84 storage CRS: we transform bboxes and output ourselves
+(pygeoapi 0.24's own CRS handling is wrong for EPSG:4550, ../shared/CRS-NOTES.md); footprints are
+transformed and encoded as GeoJSON in the database.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import date, datetime
+from functools import lru_cache
+from typing import Any
+
+import shapely
+from pygeoapi.provider.base import (
+    BaseProvider,
+    ProviderConnectionError,
+    ProviderInvalidQueryError,
+    ProviderItemNotFoundError,
+    ProviderQueryError,
+)
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from cim.crs import transformer
+from cim.db.engine import CIMDatabaseError, open_engine
+from cim.db.models import LAYERS, CIMTables
+from cim.db.queries import (
+    FeatureQuery,
+    count_features,
+    layer_properties,
+    select_feature,
+    select_features,
+    to_utc,
+)
+from cim.db.schema import tables_for
+from cim.settings import get_settings
+
+LOGGER = logging.getLogger(__name__)
+
+FIELD_TYPES: dict[str, dict[str, str]] = {
+    "name": {"type": "string"}, "class": {"type": "string"}, "cim_level": {"type": "integer"},
+    "district": {"type": "string"}, "usage": {"type": "string"}, "floors": {"type": "integer"},
+    "height": {"type": "number"}, "year_built": {"type": "integer"}, "address": {"type": "string"},
+    "parent": {"type": "string"}, "root": {"type": "string"}, "pipe_kind": {"type": "string"},
+    "diameter_mm": {"type": "number"}, "material": {"type": "string"}, "depth_m": {"type": "number"},
+    "owner": {"type": "string"}, "laid_date": {"type": "string", "format": "date"},
+    "source_id": {"type": "string"}, "min_z": {"type": "number"}, "max_z": {"type": "number"},
+    "valid_from": {"type": "string", "format": "date-time"}, "valid_to": {"type": "string", "format": "date-time"},
+}
+CRS84 = 4326  # PostGIS and SpatiaLite write EPSG:4326 as x = lon, y = lat: the CRS84 order
+
+
+@lru_cache(maxsize=4)
+def database(url: str) -> tuple[Engine, CIMTables]:
+    """The process-wide engine (one connection pool) and tables for ``url``."""
+    engine = open_engine(url)
+    return engine, tables_for(engine)
+
+
+class CIMProvider(BaseProvider):
+    """Features of one CIM layer (``data:`` in the resource's provider definition)."""
+
+    def __init__(self, provider_def: dict[str, Any]) -> None:
+        super().__init__(provider_def)
+        self.layer = str(provider_def["data"])
+        if self.layer not in LAYERS:
+            raise ProviderConnectionError(f"unknown CIM layer {self.layer!r}; known: {', '.join(LAYERS)}")
+        self.id_field = "id"
+        self.title_field = "name"
+        try:
+            self.engine, self.tables = database(provider_def.get("database_url") or get_settings().database_url)
+        except CIMDatabaseError as exc:
+            raise ProviderConnectionError(str(exc)) from None
+        self.dialect = self.engine.dialect.name
+        self.storage_srid = self.tables.city_object.c.geom.type.srid
+        self._fields = {p: FIELD_TYPES[p] for p in layer_properties(self.layer)}
+
+    def get_fields(self) -> dict[str, dict[str, str]]:
+        return self._fields
+
+    # ------------------------------------------------------------------ queries
+    def query(self, offset: int = 0, limit: int = 10, resulttype: str = "results", bbox: list | None = None,
+              datetime_: str | None = None, properties: list | None = None, sortby: list | None = None,
+              select_properties: list | None = None, skip_geometry: bool = False, q: str | None = None,
+              filterq: Any = None, **kwargs: Any) -> dict[str, Any]:
+        if filterq is not None:
+            raise ProviderInvalidQueryError(user_msg="filter is not supported on this collection yet")
+        query = FeatureQuery(
+            self.layer,
+            area=self._bbox_area(bbox) if bbox else None,
+            time=_parse_interval(datetime_) if datetime_ else None,
+            equals=self._equals(properties or []),
+            sortby=[(s["property"], s["order"] != "-") for s in (sortby or [])],
+            limit=limit,
+            offset=offset,
+            with_geometry=not skip_geometry,
+        )
+        try:
+            with self.engine.connect() as conn:
+                matched = conn.execute(count_features(self.tables, self.dialect, query)).scalar_one()
+                rows = [] if resulttype == "hits" else conn.execute(
+                    select_features(self.tables, self.dialect, query)).mappings().all()
+        except SQLAlchemyError as exc:
+            LOGGER.exception("query failed")
+            raise ProviderQueryError(user_msg="query failed in the CIM database") from exc
+        features = [self._feature(r, select_properties or None, skip_geometry) for r in rows]
+        return {"type": "FeatureCollection", "features": features, "numberMatched": matched,
+                "numberReturned": len(features)}
+
+    def get(self, identifier: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            with self.engine.connect() as conn:
+                row = conn.execute(select_feature(self.tables, self.dialect, self.layer, str(identifier))).mappings().first()
+        except SQLAlchemyError as exc:
+            LOGGER.exception("get failed")
+            raise ProviderQueryError(user_msg="query failed in the CIM database") from exc
+        if row is None:
+            raise ProviderItemNotFoundError(user_msg=f"no feature {identifier!r} in {self.layer}")
+        return self._feature(row, None, False)
+
+    # ------------------------------------------------------------------ helpers
+    def _bbox_area(self, bbox: list[float]) -> shapely.Geometry:
+        """A CRS84 bbox as a polygon in the storage CRS, edges densified (not just two corners)."""
+        if len(bbox) == 6:
+            bbox = [bbox[0], bbox[1], bbox[3], bbox[4]]
+        minx, miny, maxx, maxy = (float(v) for v in bbox)
+        box = shapely.segmentize(shapely.box(minx, miny, maxx, maxy), max(maxx - minx, maxy - miny) / 32 or 1e-9)
+        tr = transformer(CRS84, self.storage_srid)
+        return shapely.transform(box, lambda xy: _stack(tr.transform(xy[:, 0], xy[:, 1])))
+
+    def _equals(self, properties: list[tuple[str, str]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, value in properties:
+            if name not in self._fields or name in ("parent", "root"):
+                continue
+            kind = self._fields[name]["type"]
+            try:
+                out[name] = int(value) if kind == "integer" else float(value) if kind == "number" else value
+            except ValueError:
+                raise ProviderInvalidQueryError(user_msg=f"{name} must be a {kind}") from None
+        return out
+
+    def _feature(self, row: Any, select_properties: list[str] | None, skip_geometry: bool) -> dict[str, Any]:
+        props: dict[str, Any] = {}
+        for p in self._fields:
+            value = row[p]
+            if value is None:
+                continue
+            if isinstance(value, (date, datetime)):
+                value = (to_utc(value).isoformat().replace("+00:00", "Z") if isinstance(value, datetime)
+                         else value.isoformat())
+            props[p] = value
+        attrs = row["attributes"]
+        if isinstance(attrs, str):
+            attrs = json.loads(attrs)
+        for k, v in (attrs or {}).items():
+            props.setdefault(k, v)
+        if select_properties:
+            props = {k: v for k, v in props.items() if k in select_properties}
+        geometry = None if skip_geometry or row.get("geometry") is None else json.loads(row["geometry"])
+        return {"type": "Feature", "id": row["uid"], "geometry": geometry, "properties": props}
+
+
+def _stack(xy: tuple[Any, Any]) -> Any:
+    import numpy as np
+
+    return np.column_stack(xy)
+
+
+def _parse_interval(value: str) -> tuple[datetime | None, datetime | None]:
+    """An OGC datetime (instant, closed or open interval) as (start, end) in UTC."""
+    def parse(part: str, end: bool) -> datetime | None:
+        if part in ("", ".."):
+            return None
+        try:
+            if len(part) == 10:  # a date: the whole day
+                d = datetime.fromisoformat(part)
+                return to_utc(d.replace(hour=23, minute=59, second=59) if end else d)
+            return to_utc(datetime.fromisoformat(part))
+        except ValueError:
+            raise ProviderInvalidQueryError(user_msg=f"invalid datetime {part!r}") from None
+
+    if "/" in value:
+        start, end = value.split("/", 1)
+        return parse(start, False), parse(end, True)
+    instant_start, instant_end = parse(value, False), parse(value, True)
+    return instant_start, instant_end

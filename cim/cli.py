@@ -1,0 +1,205 @@
+"""The ``cim`` command: database set-up, the demo city, serving, and a summary of what is stored."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cim.db.engine import CIMDatabaseError, is_spatialite, open_engine, safe_url, spatialite_path
+from cim.settings import Settings, config_path, get_settings
+
+app = typer.Typer(help="Benxi CIM platform: CIM database, demo city and OGC API service.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+db_app = typer.Typer(help="Create and upgrade the CIM database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+err = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
+
+DatabaseOpt = Annotated[Optional[str], typer.Option("--database", "-d", envvar="CIM_DATABASE_URL",
+                                                   help="Database URL (default: config.yml)")]
+
+
+def _settings(database: str | None) -> Settings:
+    try:
+        s = get_settings()
+    except (yaml.YAMLError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        _fail(f"invalid configuration in {config_path()}: {' '.join(str(exc).split())}")
+    return s.model_copy(update={"database_url": database}) if database else s
+
+
+def _fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+@db_app.command("init")
+def db_init(database: DatabaseOpt = None,
+            to: Annotated[Optional[int], typer.Option(help="Create this schema version (default: latest)")] = None) -> None:
+    """Create the CIM schema in a new SpatiaLite file or an empty PostGIS database (idempotent)."""
+    from cim.db import schema
+
+    s = _settings(database)
+    path = spatialite_path(s.database_url) if is_spatialite(s.database_url) else None
+    created = path is not None and not path.exists()
+    try:
+        engine = open_engine(s.database_url, create=True)
+        try:
+            before = schema.schema_version(engine)
+            version = schema.init(engine, s.storage_crs, s.vertical_crs, to=to or schema.HEAD)
+        finally:
+            engine.dispose()
+    except Exception as exc:
+        if created:  # nothing half-created
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+        _fail(str(exc) if isinstance(exc, CIMDatabaseError) else f"db init failed at {safe_url(s.database_url)}: {exc}")
+    if before:
+        out.print(f"{safe_url(s.database_url)} is already a CIM database (schema version {version})")
+    else:
+        out.print(f"created CIM schema version {version} at {safe_url(s.database_url)} "
+                  f"(storage CRS EPSG:{s.storage_crs}, heights EPSG:{s.vertical_crs})")
+
+
+@db_app.command("upgrade")
+def db_upgrade(database: DatabaseOpt = None,
+               to: Annotated[Optional[int], typer.Option(help="Upgrade to this version (default: latest)")] = None) -> None:
+    """Apply pending schema versions, all in one transaction."""
+    from cim.db import schema
+
+    s = _settings(database)
+    try:
+        engine = open_engine(s.database_url)
+        try:
+            before, after = schema.upgrade(engine, to or schema.HEAD)
+        finally:
+            engine.dispose()
+    except CIMDatabaseError as exc:
+        _fail(str(exc))
+    if before == after:
+        out.print(f"schema is up to date (version {after})")
+    else:
+        out.print(f"upgraded schema from version {before} to {after}")
+
+
+@app.command()
+def demo(database: DatabaseOpt = None,
+         size: Annotated[Optional[int], typer.Option(min=1, max=5_000_000, help="Number of buildings")] = None,
+         seed: Annotated[Optional[int], typer.Option(help="Random seed (same seed, same city)")] = None,
+         interiors: Annotated[Optional[int], typer.Option(min=0, help="Buildings with full interiors")] = None,
+         skip_if_present: Annotated[bool, typer.Option(help="Do nothing if the same demo is already there")] = False,
+         ) -> None:
+    """Generate the Benxi demo city (平山区) into the CIM database, replacing an earlier demo."""
+    from cim import demo as demo_mod
+    from cim.db.schema import tables_for
+
+    s = _settings(database)
+    size = size or s.demo.size
+    seed = s.demo.seed if seed is None else seed
+    t0 = time.perf_counter()
+    try:
+        engine = open_engine(s.database_url)
+        tables_for(engine)  # a clear message if the schema is missing or old
+        if skip_if_present:
+            present = demo_mod.existing_demo(engine)
+            if present and present.get("size") == size and present.get("seed") == seed and s.dem_path.exists():
+                out.print(f"the demo city ({size:,} buildings, seed {seed}) is already in {safe_url(s.database_url)}")
+                return
+        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+        with Progress(*columns, console=err, disable=not err.is_terminal) as bar:
+            tasks = {"buildings": bar.add_task("buildings", total=size),
+                     "infrastructure": bar.add_task("roads, bridges, pipes", total=None)}
+
+            def progress(kind: str, n: int) -> None:
+                if kind in tasks:
+                    bar.update(tasks[kind], completed=n)
+
+            result = demo_mod.generate(engine, size=size, seed=seed, center=(s.demo.center_lon, s.demo.center_lat),
+                                       data_dir=s.data_dir, vertical_srid=s.vertical_crs, progress=progress,
+                                       interiors=interiors)
+        engine.dispose()
+    except CIMDatabaseError as exc:
+        _fail(str(exc))
+    elapsed = time.perf_counter() - t0
+    total = sum(result.counts.values())
+    out.print(f"demo city written: {total:,} objects ({size:,} buildings) in {elapsed:.1f} s "
+              f"to {safe_url(s.database_url)}; DEM {result.dem_path}")
+    _print_counts({("", k): v for k, v in sorted(result.counts.items())}, "objects written")
+
+
+@app.command()
+def info(database: DatabaseOpt = None) -> None:
+    """Show the database, its schema version, storage CRS and objects per layer and class."""
+    from cim.db import schema
+
+    s = _settings(database)
+    try:
+        engine = open_engine(s.database_url)
+        with engine.connect() as conn:
+            meta = schema.read_meta(conn)
+        if not meta:
+            _fail(f"not a CIM database: {safe_url(s.database_url)} (run `cim db init` first)")
+        counts = schema.object_counts(engine)
+        engine.dispose()
+    except CIMDatabaseError as exc:
+        _fail(str(exc))
+    out.print(f"database       {safe_url(s.database_url)} ({'SpatiaLite' if is_spatialite(s.database_url) else 'PostGIS'})")
+    out.print(f"schema version {meta['schema_version']}")
+    out.print(f"storage CRS    EPSG:{meta['storage_srid']} (heights EPSG:{meta['vertical_srid']})")
+    _print_counts(counts, "objects")
+
+
+def _print_counts(counts: dict[tuple[str, str], int], title: str) -> None:
+    table = Table(title=title)
+    table.add_column("layer")
+    table.add_column("class")
+    table.add_column("count", justify="right")
+    for (layer, cls), n in sorted(counts.items()):
+        table.add_row(layer, cls, f"{n:,}")
+    table.add_row("[b]total", "", f"[b]{sum(counts.values()):,}")
+    out.print(table)
+
+
+@app.command()
+def serve(database: DatabaseOpt = None,
+          host: Annotated[Optional[str], typer.Option(help="Bind address")] = None,
+          port: Annotated[Optional[int], typer.Option(min=1, max=65535)] = None,
+          workers: Annotated[Optional[int], typer.Option(min=1, max=64)] = None) -> None:
+    """Serve the OGC API (pygeoapi over the CIM database) with uvicorn."""
+    import uvicorn
+
+    from cim.api.config import prepare
+    from cim.db.schema import tables_for
+
+    s = _settings(database)
+    updates = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None}
+    s = s.model_copy(update=updates)
+    try:
+        engine = open_engine(s.database_url)
+        tables_for(engine)
+        prepare(s, engine)
+        engine.dispose()
+    except CIMDatabaseError as exc:
+        _fail(str(exc))
+    # the workers read these through get_settings()
+    os.environ["CIM_DATABASE_URL"] = s.database_url
+    os.environ["CIM_HOST"], os.environ["CIM_PORT"] = s.host, str(s.port)
+    err.print(f"serving {safe_url(s.database_url)} at {s.url} ({s.workers} worker(s))")
+    uvicorn.run("cim.api.app:create_app", factory=True, host=s.host, port=s.port, workers=s.workers,
+                loop="uvloop", http="httptools", log_level="warning", access_log=False)
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,161 @@
+"""The one place that builds SQL over city objects: filters, geometry encoding, paging.
+
+Both backends get the same semantics; where they differ (SpatiaLite's R*Tree is used only through its
+``SpatialIndex`` virtual table, GeoJSON functions have other names) the difference is handled here.
+Geometry is encoded to GeoJSON in the database, transformed there to the output CRS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import shapely
+from sqlalchemy import ColumnElement, Select, and_, case, func, literal_column, or_, select, text
+from sqlalchemy.orm import aliased
+
+from cim.db.models import CIMTables
+
+# Typed columns exposed as feature properties, per layer (others stay in ``attributes``).
+COMMON_FIELDS = ("name", "object_class", "cim_level", "district")
+LAYER_FIELDS: dict[str, tuple[str, ...]] = {
+    "buildings": ("usage", "floors", "height", "year_built", "address"),
+    "building-components": ("parent", "root"),
+    "pipelines": ("pipe_kind", "diameter_mm", "material", "depth_m", "owner", "laid_date"),
+    "pipe-nodes": ("source_id", "pipe_kind", "depth_m", "owner"),
+    "roads": (),
+    "bridges": ("height", "year_built"),
+    "terrain": (),
+}
+# property name → column name where they differ
+PROPERTY_COLUMN = {"class": "object_class"}
+COLUMN_PROPERTY = {v: k for k, v in PROPERTY_COLUMN.items()}
+
+
+def layer_properties(layer: str) -> list[str]:
+    """Public property names of a layer, in output order."""
+    cols = COMMON_FIELDS + LAYER_FIELDS.get(layer, ()) + ("min_z", "max_z", "valid_from", "valid_to")
+    return [COLUMN_PROPERTY.get(c, c) for c in cols]
+
+
+@dataclass
+class FeatureQuery:
+    """What a client asked of one layer, already validated and in the storage CRS."""
+
+    layer: str
+    area: shapely.Geometry | None = None  # storage CRS: features intersecting it
+    time: tuple[datetime | None, datetime | None] | None = None  # validity overlaps [start, end]
+    equals: dict[str, Any] = field(default_factory=dict)  # property = value
+    sortby: list[tuple[str, bool]] = field(default_factory=list)  # (property, ascending)
+    limit: int = 10
+    offset: int = 0
+    with_geometry: bool = True
+    output_srid: int = 4326
+    precision: int = 9
+
+
+def geojson_expr(t: CIMTables, dialect: str, output_srid: int, precision: int) -> ColumnElement[str]:
+    """The footprint as GeoJSON text in ``output_srid`` (x = lon/easting), encoded by the database."""
+    geom = t.city_object.c.geom
+    srid = geom.type.srid
+    if dialect == "sqlite":
+        g = geom if output_srid == srid else func.ST_Transform(geom, output_srid)
+        return func.AsGeoJSON(g, precision)
+    g = geom if output_srid == srid else func.ST_Transform(geom, output_srid)
+    return func.ST_AsGeoJSON(g, precision)
+
+
+def _area_filter(t: CIMTables, dialect: str, area: shapely.Geometry) -> ColumnElement[bool]:
+    co = t.city_object
+    srid = co.c.geom.type.srid
+    minx, miny, maxx, maxy = area.bounds
+    wkt = area.wkt
+    if dialect == "sqlite":
+        # the R*Tree is only used through this virtual table (../shared/STACK-NOTES.md)
+        candidates = text(
+            "SELECT rowid FROM SpatialIndex WHERE f_table_name = 'city_object' AND f_geometry_column = 'geom' "
+            "AND search_frame = BuildMbr(:minx, :miny, :maxx, :maxy, :srid)"
+        ).bindparams(minx=minx, miny=miny, maxx=maxx, maxy=maxy, srid=srid)
+        return and_(co.c.id.in_(candidates.columns(literal_column("rowid"))),
+                    func.ST_Intersects(co.c.geom, func.GeomFromText(wkt, srid)) == 1)
+    return func.ST_Intersects(co.c.geom, func.ST_GeomFromText(wkt, srid))
+
+
+def _time_filter(t: CIMTables, start: datetime | None, end: datetime | None) -> ColumnElement[bool]:
+    co = t.city_object
+    clauses = []
+    if end is not None:
+        clauses.append(co.c.valid_from <= end)
+    if start is not None:
+        clauses.append(or_(co.c.valid_to.is_(None), co.c.valid_to > start))
+    return and_(True, *clauses)
+
+
+def where_clauses(t: CIMTables, dialect: str, q: FeatureQuery) -> list[ColumnElement[bool]]:
+    co = t.city_object
+    out: list[ColumnElement[bool]] = [co.c.layer == q.layer]
+    if q.area is not None:
+        out.append(_area_filter(t, dialect, q.area))
+    if q.time is not None:
+        out.append(_time_filter(t, *q.time))
+    for prop, value in q.equals.items():
+        out.append(co.c[PROPERTY_COLUMN.get(prop, prop)] == value)
+    return out
+
+
+def select_features(t: CIMTables, dialect: str, q: FeatureQuery) -> Select:
+    """Rows of one page: uid, the layer's properties, parent/root uids, attributes, GeoJSON geometry."""
+    co = t.city_object
+    parent, root = aliased(co, name="p"), aliased(co, name="r")
+    cols: list[Any] = [co.c.id, co.c.uid]
+    for prop in layer_properties(q.layer):
+        if prop == "parent":
+            cols.append(parent.c.uid.label("parent"))
+        elif prop == "root":
+            cols.append(root.c.uid.label("root"))
+        else:
+            cols.append(co.c[PROPERTY_COLUMN.get(prop, prop)].label(prop))
+    cols.append(co.c.attributes)
+    if q.with_geometry:
+        cols.append(geojson_expr(t, dialect, q.output_srid, q.precision).label("geometry"))
+    stmt = select(*cols).select_from(co)
+    if "parent" in layer_properties(q.layer):
+        stmt = stmt.outerjoin(parent, parent.c.id == co.c.parent_id).outerjoin(root, root.c.id == co.c.root_id)
+    stmt = stmt.where(*where_clauses(t, dialect, q))
+    order = [co.c[PROPERTY_COLUMN.get(p, p)].asc() if asc else co.c[PROPERTY_COLUMN.get(p, p)].desc()
+             for p, asc in q.sortby]
+    return stmt.order_by(*order, co.c.id).limit(q.limit).offset(q.offset)
+
+
+def count_features(t: CIMTables, dialect: str, q: FeatureQuery) -> Select:
+    return select(func.count()).select_from(t.city_object).where(*where_clauses(t, dialect, q))
+
+
+def select_feature(t: CIMTables, dialect: str, layer: str, uid: str, output_srid: int = 4326,
+                   precision: int = 9) -> Select:
+    """One feature of ``layer`` by its public id."""
+    q = FeatureQuery(layer, output_srid=output_srid, precision=precision, limit=1)
+    stmt = select_features(t, dialect, q)
+    return stmt.where(t.city_object.c.uid == uid)
+
+
+def extent_statements(t: CIMTables, dialect: str, layer: str) -> tuple[Select, Select]:
+    """Spatial extent (storage CRS) and validity interval of a layer."""
+    co = t.city_object
+    g = co.c.geom
+    if dialect == "sqlite":
+        parts = (func.MbrMinX(g), func.MbrMinY(g), func.MbrMaxX(g), func.MbrMaxY(g))
+    else:
+        parts = (func.ST_XMin(g), func.ST_YMin(g), func.ST_XMax(g), func.ST_YMax(g))
+    bounds = select(func.min(parts[0]), func.min(parts[1]), func.max(parts[2]), func.max(parts[3])).where(
+        co.c.layer == layer)
+    # the interval stays open at the end while any object is still valid
+    times = select(func.min(co.c.valid_from),
+                   case((func.count() > func.count(co.c.valid_to), None), else_=func.max(co.c.valid_to))).where(
+        co.c.layer == layer)
+    return bounds, times
+
+
+def to_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

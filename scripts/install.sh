@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Installs everything the Benxi CIM service needs on a Debian/Ubuntu machine, idempotently:
+#   - Debian packages: PostgreSQL + PostGIS (production database, and the tests' throwaway servers),
+#     SpatiaLite (the embedded default database);
+#   - a virtual environment on Python >= 3.12 (pygeoapi 0.24 needs it) with this project and its pinned
+#     dependencies, reinstalled only when pyproject.toml changes.
+# Used by scripts/demo.sh, scripts/test.sh and the Dockerfile alike.
+# Environment: CIM_PYTHON (interpreter to use), CIM_VENV (default .venv), CIM_EXTRAS (default "test").
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${CIM_VENV:-$ROOT/.venv}"
+EXTRAS="${CIM_EXTRAS-test}"
+
+log() { printf '[install] %s\n' "$*" >&2; }
+die() { printf '[install] error: %s\n' "$*" >&2; exit 1; }
+
+SUDO=()
+if [ "$(id -u)" != 0 ]; then
+  command -v sudo >/dev/null 2>&1 || die "run as root, or install sudo, to install Debian packages"
+  SUDO=(sudo)
+fi
+
+apt_install() {
+  local missing=() p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  command -v apt-get >/dev/null 2>&1 || die "apt-get not found: install ${missing[*]} by hand"
+  log "installing Debian packages: ${missing[*]}"
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# postgresql-postgis follows the distribution's default PostgreSQL major version (15 on Debian 12).
+apt_install postgresql postgresql-postgis libsqlite3-mod-spatialite ca-certificates
+
+python_ok() {  # a Python >= 3.12 that can build a venv with pip
+  "$1" -c 'import sys, venv, ensurepip; sys.exit(0 if sys.version_info >= (3, 12) else 1)' >/dev/null 2>&1
+}
+
+find_python() {
+  local c
+  shopt -s nullglob
+  for c in "${CIM_PYTHON:-}" python3.14 python3.13 python3.12 python3 \
+           /usr/local/bin/python3.1[2-9] /usr/bin/python3.1[2-9] \
+           "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.1[2-9]*/bin/python /root/.pyenv/versions/3.1[2-9]*/bin/python; do
+    [ -n "$c" ] || continue
+    if command -v "$c" >/dev/null 2>&1 && python_ok "$c"; then command -v "$c"; return 0; fi
+  done
+  return 1
+}
+
+if [ -x "$VENV/bin/python" ] && python_ok "$VENV/bin/python"; then
+  :
+else
+  PY="$(find_python || true)"
+  if [ -z "$PY" ] && command -v python3 >/dev/null 2>&1 \
+     && python3 -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' 2>/dev/null; then
+    apt_install python3-venv  # Ubuntu 24.04, Debian 13: python3 is new enough but ships without venv
+    PY="$(find_python || true)"
+  fi
+  [ -n "$PY" ] || die "no Python >= 3.12 with venv found (pygeoapi 0.24 needs it). Install one (Debian 13 and
+Ubuntu 24.04 ship it as python3; elsewhere e.g. pyenv) or point CIM_PYTHON at it."
+  log "creating virtual environment $VENV with $PY ($("$PY" -V 2>&1))"
+  rm -rf "$VENV"
+  "$PY" -m venv "$VENV"
+fi
+
+STAMP="$VENV/.cim-install-stamp"
+WANT="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1) extras=$EXTRAS root=$ROOT"
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ] || ! "$VENV/bin/python" -c 'import cim' >/dev/null 2>&1; then
+  log "installing Python dependencies into $VENV (about a minute the first time)"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
+  spec="$ROOT"
+  [ -n "$EXTRAS" ] && spec="$ROOT[$EXTRAS]"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$spec"
+  echo "$WANT" > "$STAMP"
+fi
+log "ready: $VENV ($("$VENV/bin/python" -V 2>&1))"

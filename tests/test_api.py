@@ -1,0 +1,119 @@
+"""The first OGC API over the CIM database, over real HTTP against `cim serve`, on both backends."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import shapely
+from pyproj import Transformer
+from sqlalchemy import text
+
+LAYERS = ["buildings", "building-components", "pipelines", "pipe-nodes", "roads", "bridges", "terrain"]
+
+
+def test_landing_page_and_health(http):
+    assert http.get("/healthz").json()["status"] == "ok"
+    landing = http.get("/", params={"f": "json"}).json()
+    rels = {link["rel"] for link in landing["links"]}
+    assert {"self", "conformance", "data", "service-desc"} <= rels
+
+
+def test_collections_list_every_layer_with_extent(http):
+    body = http.get("/collections", params={"f": "json"}).json()
+    ids = {c["id"] for c in body["collections"]}
+    assert set(LAYERS) <= ids
+    for c in body["collections"]:
+        minx, miny, maxx, maxy = c["extent"]["spatial"]["bbox"][0]
+        assert 123.5 < minx < maxx < 124.0 and 41.1 < miny < maxy < 41.5, c["id"]
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_items_are_geojson(http, layer):
+    r = http.get(f"/collections/{layer}/items", params={"f": "json", "limit": 5})
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("application/geo+json") or r.headers["content-type"].startswith(
+        "application/json")
+    body = r.json()
+    assert body["type"] == "FeatureCollection" and 0 < body["numberReturned"] == len(body["features"]) <= 5
+    for f in body["features"]:
+        assert f["type"] == "Feature" and isinstance(f["id"], str)
+        geom = shapely.geometry.shape(f["geometry"])
+        assert geom.is_valid and not geom.is_empty
+        lon, lat = geom.representative_point().coords[0]
+        assert 123.5 < lon < 124.0 and 41.1 < lat < 41.5
+        assert f["properties"]["class"]
+
+
+def test_item_by_id_and_404(http):
+    one = http.get("/collections/buildings/items", params={"f": "json", "limit": 1}).json()["features"][0]
+    got = http.get(f"/collections/buildings/items/{one['id']}", params={"f": "json"})
+    assert got.status_code == 200 and got.json()["id"] == one["id"]
+    assert got.json()["geometry"] == one["geometry"]
+    missing = http.get("/collections/buildings/items/BX-NOPE", params={"f": "json"})
+    assert missing.status_code == 404 and missing.json()["code"]
+
+
+def test_geometry_matches_storage_crs(http, server):
+    """The served CRS84 coordinates are the stored EPSG:4550 ones transformed (to 1 cm)."""
+    f = http.get("/collections/buildings/items", params={"f": "json", "limit": 1}).json()["features"][0]
+    engine = server.db.engine()
+    fn = "ST_AsText" if engine.dialect.name == "postgresql" else "AsText"
+    with engine.connect() as conn:
+        wkt = conn.execute(text(f"SELECT {fn}(geom) FROM city_object WHERE uid = :u"), {"u": f["id"]}).scalar()
+    engine.dispose()
+    stored = shapely.from_wkt(wkt)
+    lon, lat = Transformer.from_crs(4550, 4326, always_xy=True).transform(*shapely.get_coordinates(stored).T)
+    served = shapely.get_coordinates(shapely.geometry.shape(f["geometry"]))
+    assert abs(served[:, 0] - lon).max() < 1e-7 and abs(served[:, 1] - lat).max() < 1e-7
+
+
+def test_bbox_returns_exactly_what_the_database_intersects(http, server):
+    bbox = (123.765, 41.295, 123.775, 41.302)
+    body = http.get("/collections/buildings/items",
+                    params={"f": "json", "bbox": ",".join(map(str, bbox)), "limit": 10000}).json()
+    got = {f["id"] for f in body["features"]}
+    assert body["numberMatched"] == len(got) > 0
+    engine = server.db.engine()
+    fn = "ST_GeomFromText" if engine.dialect.name == "postgresql" else "GeomFromText"
+    # the reference: the bbox polygon densified and transformed by the database itself
+    box = shapely.segmentize(shapely.box(*bbox), 0.0001).wkt
+    with engine.connect() as conn:
+        want = set(conn.execute(text(
+            f"SELECT uid FROM city_object WHERE layer = 'buildings' AND "
+            f"ST_Intersects(geom, ST_Transform({fn}(:w, 4326), 4550))"), {"w": box}).scalars())
+    engine.dispose()
+    assert got == want
+
+
+def test_components_of_a_building(http):
+    b = http.get("/collections/buildings/items", params={"f": "json", "limit": 1}).json()["features"][0]
+    assert b["properties"]["cim_level"] == 6  # the civic centre, nearest the centre, has interiors
+    doors = http.get("/collections/building-components/items",
+                     params={"f": "json", "class": "Door", "limit": 1000}).json()
+    assert doors["numberMatched"] > 0
+    assert all(f["properties"]["class"] == "Door" for f in doors["features"])
+    assert any(f["properties"]["root"] == b["id"] for f in doors["features"])
+
+
+def test_datetime_on_validity(http):
+    body = http.get("/collections/buildings/items",
+                    params={"f": "json", "datetime": "1990-06-01T00:00:00Z", "limit": 10000}).json()
+    assert body["numberReturned"] > 0
+    for f in body["features"]:
+        assert f["properties"]["valid_from"] <= "1990-06-01T00:00:00Z"
+        assert f["properties"].get("valid_to", "9999") > "1990-06-01T00:00:00Z"
+    everything = http.get("/collections/buildings/items", params={"f": "json", "limit": 1}).json()["numberMatched"]
+    assert body["numberMatched"] < everything
+
+
+def test_html_pages_use_bundled_assets(http):
+    for path in ("/", "/collections", "/collections/buildings", "/collections/pipelines/items"):
+        r = http.get(path, params={"f": "html"})
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+        assert not re.search(r"https://(unpkg\.com|cdnjs\.cloudflare\.com)/(leaflet|bootstrap|ajax/libs/leaflet)",
+                             r.text), path
+    page = http.get("/collections/buildings/items", params={"f": "html"}).text
+    for asset in re.findall(r'(/cim-static/vendor/[^"\']+)', page):
+        assert http.get(asset).status_code == 200, asset
+    assert "本溪市政务服务中心" in page

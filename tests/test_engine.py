@@ -1,0 +1,58 @@
+"""Opening databases: clear one-line errors, hidden passwords, and the SpatiaLite import-order guard."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from cim.db.engine import CIMDatabaseError, open_engine, safe_url
+
+
+def test_missing_spatialite_file_is_an_error_not_a_new_file(tmp_path):
+    path = tmp_path / "nope.sqlite"
+    with pytest.raises(CIMDatabaseError, match="not found.*nope.sqlite.*cim db init"):
+        open_engine(f"sqlite:///{path}")
+    assert not path.exists()
+
+
+def test_corrupt_spatialite_file(tmp_path):
+    path = tmp_path / "corrupt.sqlite"
+    path.write_bytes(b"this is not a database at all" * 100)
+    with pytest.raises(CIMDatabaseError, match="not a readable SpatiaLite database"):
+        open_engine(f"sqlite:///{path}")
+
+
+def test_unreachable_postgis_hides_password():
+    with pytest.raises(CIMDatabaseError) as info:
+        open_engine("postgresql+psycopg://cim:s3cret@127.0.0.1:1/cim")
+    message = str(info.value)
+    assert "cannot reach PostGIS" in message and "127.0.0.1:1" in message
+    assert "s3cret" not in message and "***" in message
+    assert "\n" not in message
+
+
+def test_safe_url():
+    assert safe_url("postgresql+psycopg://u:pw@h/db") == "postgresql+psycopg://u:***@h/db"
+
+
+def test_spatialite_connection_then_wheels_do_not_crash(tmp_path):
+    """Regression: SpatiaLite's RTLD_GLOBAL libproj/libgeos must not shadow the wheels' (STACK-NOTES)."""
+    script = f"""
+import cim.db.engine as e
+engine = e.open_engine("sqlite:///{tmp_path / 'x.sqlite'}", create=True)
+with engine.connect() as c:
+    c.exec_driver_sql("SELECT spatialite_version()").scalar()
+import pyproj, rasterio, pyogrio, shapely
+t = pyproj.Transformer.from_crs(4490, 4550, always_xy=True)
+x, y = t.transform(123.77, 41.30)
+assert abs(x - 564489.714) < 1e-3 and abs(y - 4574176.348) < 1e-3, (x, y)
+assert pyproj.proj_version_str == pyproj.__proj_version__ if hasattr(pyproj, "__proj_version__") else True
+print("PROJ", pyproj.proj_version_str, "ok")
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "ok" in proc.stdout
+    # the wheel's PROJ, not Debian's 9.1.1 that SpatiaLite links
+    assert "PROJ 9.1.1" not in proc.stdout

@@ -1,0 +1,99 @@
+"""The CIM schema: creation, versioned upgrade, all-or-nothing, the same on SpatiaLite and PostGIS."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+import shapely
+from geoalchemy2 import WKBElement
+from sqlalchemy import inspect, select, text
+
+from cim.db import schema
+from cim.db.engine import CIMDatabaseError, open_engine
+from cim.db.models import cim_tables
+
+from .conftest import BACKENDS
+
+
+@pytest.fixture(params=BACKENDS)
+def empty(request, new_database):
+    engine = open_engine(new_database(request.param), create=True)
+    yield engine
+    engine.dispose()
+
+
+def _spatial_indexes(engine) -> set[tuple[str, str]]:
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            rows = conn.execute(text(
+                "SELECT f_table_name, f_geometry_column FROM geometry_columns WHERE spatial_index_enabled = 1")).all()
+        else:
+            rows = conn.execute(text(
+                "SELECT t.relname, a.attname FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
+                "JOIN pg_class t ON t.oid = x.indrelid JOIN pg_am am ON am.oid = i.relam "
+                "JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = ANY(x.indkey) WHERE am.amname = 'gist'")).all()
+    return {(r[0], r[1]) for r in rows}
+
+
+def test_init_creates_current_schema_with_spatial_index(empty):
+    assert schema.init(empty, 4550, 5737) == schema.HEAD
+    names = set(inspect(empty).get_table_names())
+    assert {"cim_meta", "dataset", "import_run", "city_object", "city_object_geometry", "raster_layer"} <= names
+    assert ("city_object", "geom") in _spatial_indexes(empty)
+    assert schema.schema_version(empty) == schema.HEAD
+    assert schema.storage_srid(empty) == 4550
+    # idempotent
+    assert schema.init(empty, 4550, 5737) == schema.HEAD
+
+
+def test_init_refuses_other_storage_crs(empty):
+    schema.init(empty, 4550, 5737)
+    with pytest.raises(CIMDatabaseError, match="stores EPSG:4550.*EPSG:4490"):
+        schema.init(empty, 4490, 5737)
+
+
+def test_upgrade_from_version_1_keeps_data(empty):
+    assert schema.init(empty, 4550, 5737, to=1) == 1
+    assert "raster_layer" not in inspect(empty).get_table_names()
+    with pytest.raises(CIMDatabaseError, match="cim db upgrade"):
+        schema.tables_for(empty)
+    t = cim_tables(4550)
+    with empty.begin() as conn:
+        conn.execute(t.dataset.insert().values(id=1, name="before-upgrade", created_at=datetime.now(UTC)))
+        point = shapely.to_wkb(shapely.set_srid(shapely.Point(564489.714, 4574176.348), 4550), include_srid=True)
+        conn.execute(t.city_object.insert().values(
+            id=1, uid="X-1", object_class="Building", layer="buildings", cim_level=2, dataset_id=1,
+            valid_from=datetime.now(UTC), geom=WKBElement(point, srid=4550, extended=True)))
+    assert schema.upgrade(empty) == (1, schema.HEAD)
+    assert "raster_layer" in inspect(empty).get_table_names()
+    assert schema.upgrade(empty) == (schema.HEAD, schema.HEAD)
+    with empty.connect() as conn:
+        assert conn.execute(select(t.city_object.c.uid)).scalars().all() == ["X-1"]
+
+
+def test_failed_init_leaves_nothing(empty, monkeypatch):
+    def broken(conn, t):
+        t.raster_layer.create(conn)
+        raise RuntimeError("disk full (simulated)")
+
+    monkeypatch.setitem(schema.STEPS, 2, broken)
+    with pytest.raises(RuntimeError, match="simulated"):
+        schema.init(empty, 4550, 5737)
+    names = set(inspect(empty).get_table_names())
+    assert not names & {"cim_meta", "dataset", "city_object", "city_object_geometry", "raster_layer"}
+    assert schema.schema_version(empty) == 0
+
+
+def test_failed_upgrade_keeps_old_version(empty, monkeypatch):
+    schema.init(empty, 4550, 5737, to=1)
+
+    def broken(conn, t):
+        t.raster_layer.create(conn)
+        raise RuntimeError("simulated")
+
+    monkeypatch.setitem(schema.STEPS, 2, broken)
+    with pytest.raises(RuntimeError):
+        schema.upgrade(empty)
+    assert schema.schema_version(empty) == 1
+    assert "raster_layer" not in inspect(empty).get_table_names()
