@@ -5,7 +5,8 @@
 #   - a virtual environment on Python >= 3.12 (pygeoapi 0.24 needs it) with this project and its pinned
 #     dependencies, reinstalled only when pyproject.toml changes.
 # Used by scripts/demo.sh, scripts/test.sh and the Dockerfile alike.
-# Environment: CIM_PYTHON (interpreter to use), CIM_VENV (default .venv), CIM_EXTRAS (default "test").
+# Environment: CIM_PYTHON (interpreter to use), CIM_VENV (default .venv), CIM_EXTRAS (default "test"),
+# CIM_WITH_POSTGRES_SERVER (default 1).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -34,7 +35,12 @@ apt_install() {
 }
 
 # postgresql-postgis follows the distribution's default PostgreSQL major version (15 on Debian 12).
-apt_install postgresql postgresql-postgis libsqlite3-mod-spatialite ca-certificates
+# CIM_WITH_POSTGRES_SERVER=0 (the Docker image, where PostGIS is another service) skips the server.
+PACKAGES=(libsqlite3-mod-spatialite ca-certificates)
+[ "${CIM_WITH_POSTGRES_SERVER:-1}" = 0 ] || PACKAGES+=(postgresql postgresql-postgis)
+# the tests drive the HTML pages in a real (headless) browser
+case ",$EXTRAS," in *,test,*) PACKAGES+=(chromium) ;; esac
+apt_install "${PACKAGES[@]}"
 
 python_ok() {  # a Python >= 3.12 that can build a venv with pip
   "$1" -c 'import sys, venv, ensurepip; sys.exit(0 if sys.version_info >= (3, 12) else 1)' >/dev/null 2>&1

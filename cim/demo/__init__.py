@@ -71,26 +71,25 @@ def generate(engine: Engine, *, size: int, seed: int, center: tuple[float, float
     frame = Frame.at(center[0], center[1], srid)
     grid = StreetGrid.for_size(size, seed)
 
-    # Pass 1: which blocks are built (nearest the centre first) and how many buildings each gets.
+    # Pass 1: which blocks are built (nearest the centre first); only their order is kept.
     order = grid.blocks_by_distance()
-    chosen: list[tuple[int, int, str, int]] = []
+    kinds: list[str] = []
     total = 0
-    for rank, (bi, bj) in enumerate(order):
+    for rank, (bi, bj) in enumerate(order.tolist()):
         if total >= size:
             break
         kind = _block_kind(grid, bi, bj, rank, seed)
-        n = len(plan_block(grid.block_bounds(bi, bj), kind, seed, bi, bj))
-        chosen.append((bi, bj, kind, n))
-        total += n
+        total += len(plan_block(grid.block_bounds(bi, bj), kind, seed, bi, bj))
+        kinds.append(kind)
     if total < size:
         raise ValueError(f"the grid holds only {total} buildings; this should not happen (size {size})")
+    chosen = order[: len(kinds)]
     used = np.zeros((grid.n_cols, grid.n_rows), dtype=bool)
-    for bi, bj, _k, _n in chosen:
-        used[bi, bj] = True
+    used[chosen[:, 0], chosen[:, 1]] = True
 
     # The DEM covers the built blocks with a margin; written beside the final file, moved in on commit.
-    corners_u = np.concatenate([[grid.u_lines[bi], grid.u_lines[bi + 1]] for bi, _, _, _ in chosen])
-    corners_v = np.concatenate([[grid.v_lines[bj], grid.v_lines[bj + 1]] for _, bj, _, _ in chosen])
+    corners_u = np.concatenate([grid.u_lines[chosen[:, 0]], grid.u_lines[chosen[:, 0] + 1]])
+    corners_v = np.concatenate([grid.v_lines[chosen[:, 1]], grid.v_lines[chosen[:, 1] + 1]])
     cu, cv = np.meshgrid([corners_u.min() - 600, corners_u.max() + 600], [corners_v.min() - 600, corners_v.max() + 600])
     e, n = frame.to_world(cu.ravel(), cv.ravel())
     bounds = (float(np.floor(e.min())), float(np.floor(n.min())), float(np.ceil(e.max())), float(np.ceil(n.max())))
@@ -134,7 +133,7 @@ def generate(engine: Engine, *, size: int, seed: int, center: tuple[float, float
 
             n_interiors = interiors if interiors is not None else max(3, size // 2000)
             written = 0
-            for bi, bj, kind, _n in chosen:
+            for (bi, bj), kind in zip(chosen.tolist(), kinds):
                 plans = plan_block(grid.block_bounds(bi, bj), kind, seed, bi, bj)
                 rng = np.random.default_rng([seed, 13, bi, bj])
                 for k, b in enumerate(plans):

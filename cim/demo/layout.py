@@ -153,13 +153,16 @@ class StreetGrid:
             out[bi] = (self.v_lines[1:] > lo) & (self.v_lines[:-1] < hi)
         return out
 
-    def blocks_by_distance(self) -> list[tuple[int, int]]:
-        """Buildable blocks, nearest the centre first (the city grows outwards as ``--size`` grows)."""
+    def blocks_by_distance(self) -> np.ndarray:
+        """Buildable blocks as (col, row) rows, nearest the centre first (the city grows outwards with size).
+
+        A compact int32 array: at a million buildings it holds ~170,000 blocks in 1.4 MB.
+        """
         uc = (self.u_lines[:-1] + self.u_lines[1:]) / 2
         vc = (self.v_lines[:-1] + self.v_lines[1:]) / 2
         d = np.hypot(uc[:, None], vc[None, :] * 1.1)
         d[self.river_blocked] = np.inf
         order = np.lexsort((np.arange(d.size), d.ravel()))
+        order = order[np.isfinite(d.ravel()[order])]
         cols, rows = np.unravel_index(order, d.shape)
-        finite = np.isfinite(d.ravel()[order])
-        return [(int(c), int(r)) for c, r, f in zip(cols, rows, finite) if f]
+        return np.column_stack([cols, rows]).astype(np.int32)
