@@ -125,17 +125,16 @@ class ObjectWriter:
             ])
 
 
-def _object_row(obj: dict[str, Any], wkb: str | None, defaults: dict[str, Any]) -> tuple:
-    row = []
-    for c in OBJECT_COLUMNS:
-        if c == "geom":
-            row.append(wkb)
-        elif c == "attributes":
-            value = obj.get(c)
-            row.append(None if value is None else json.dumps(value, ensure_ascii=False))
-        else:
-            row.append(obj.get(c, defaults.get(c)))
-    return tuple(row)
+_GEOM_AT = OBJECT_COLUMNS.index("geom")
+_ATTRS_AT = OBJECT_COLUMNS.index("attributes")
+
+
+def _object_row(obj: dict[str, Any], wkb: str | None, defaults: dict[str, Any]) -> list[Any]:
+    row = [obj.get(c, defaults.get(c)) for c in OBJECT_COLUMNS]
+    row[_GEOM_AT] = wkb
+    attrs = row[_ATTRS_AT]
+    row[_ATTRS_AT] = None if attrs is None else json.dumps(attrs, ensure_ascii=False)
+    return row
 
 
 def _ewkb(geoms: list[Any], srid: int, hex_: bool) -> list[Any]:

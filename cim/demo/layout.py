@@ -33,8 +33,23 @@ RIVER_HALF_WIDTH = 80.0  # 太子河 at Benxi is 150–250 m wide
 RIVER_CLEARANCE = 100.0  # embankment and riverside park: no blocks, no streets (only bridges)
 
 
-def unit_hash(*keys: int | np.ndarray) -> np.ndarray:
-    """Deterministic pseudo-random numbers in [0, 1) from integer keys (vectorised SplitMix64)."""
+_M64 = (1 << 64) - 1
+
+
+def unit_hash(*keys: int | np.ndarray) -> np.ndarray | float:
+    """Deterministic pseudo-random numbers in [0, 1) from integer keys (SplitMix64-style mixing).
+
+    Scalars take a pure-Python path (numpy's per-call overhead dominates there); arrays are vectorised.
+    Both give the same numbers.
+    """
+    if all(isinstance(k, int) for k in keys):
+        h = 0x9E3779B97F4A7C15
+        for k in keys:
+            h = ((h ^ (k & _M64)) * 0xBF58476D1CE4E5B9) & _M64
+            h ^= h >> 31
+            h = (h * 0x94D049BB133111EB) & _M64
+            h ^= h >> 29
+        return (h >> 11) / float(1 << 53)
     with np.errstate(over="ignore"):
         h = np.uint64(0x9E3779B97F4A7C15)
         for k in keys:

@@ -171,11 +171,13 @@ class Networks:
     def _junction_uid(k: str, i: int, j: int) -> str:
         return f"BX-{k}-J{i:03d}-{j:03d}"
 
-    def _node(self, uid: str, k: str, u: float, v: float, node_type: str, key: tuple) -> tuple[dict[str, Any], list]:
+    def _node(self, uid: str, k: str, u: float, v: float, node_type: str, key: tuple, ground: float | None = None,
+              xy: np.ndarray | None = None) -> tuple[dict[str, Any], list]:
+        """A pipe node; ``ground`` and ``xy`` may be passed when computed for a whole run at once."""
         lo, hi = DEPTH[k]
         depth = round(lo + (hi - lo) * float(unit_hash(self.seed, *key)), 2)
-        ground = round(float(terrain_height(u, v)), 3)
-        xy = self._world(u, v)[0]
+        ground = round(float(terrain_height(u, v) if ground is None else ground), 3)
+        xy = self._world(u, v)[0] if xy is None else xy
         district = district_of(u, v)
         attrs = {"点号": uid, "点性": NODE_LABEL[node_type], "node_type": node_type, "管线种类": KIND_NAME[k],
                  "地面高程": ground, "埋深": depth}
@@ -295,6 +297,8 @@ class Networks:
         n = max(1, int(math.ceil(run_len / NODE_SPACING[k])))
         ts = t0 + (t1 - t0) * np.arange(n + 1) / n
         us, vs = self._line_point(orient, line, ts, seg, off)
+        xy = self._world(us, vs)
+        ground = terrain_height(us, vs)
         nodes: list[tuple[str, float]] = []  # (uid, depth) at each ts
         okey = ord(orient)
         for m, tm in enumerate(ts):
@@ -308,7 +312,7 @@ class Networks:
             node_type = "end" if (at_start or at_end) else NODE_TYPES[k][1]
             uid = f"BX-{k}-{orient}{line:03d}-{seg:03d}-{p}-{m}"
             key = (42, KIND_INDEX[k], okey, line, seg, p, m)
-            obj, geoms = self._node(uid, k, float(us[m]), float(vs[m]), node_type, key)
+            obj, geoms = self._node(uid, k, float(us[m]), float(vs[m]), node_type, key, float(ground[m]), xy[m])
             nodes.append((uid, obj["depth_m"]))
             yield obj, geoms
         r = unit_hash(self.seed, 43, KIND_INDEX[k], okey, line)  # one survey per kind and street
@@ -320,8 +324,6 @@ class Networks:
         owner = owners[int(float(unit_hash(self.seed, 45, KIND_INDEX[k], okey, line)) * len(owners))]
         laid = date(1975 + int(49 * float(unit_hash(self.seed, 46, KIND_INDEX[k], okey, line))),
                     1 + int(12 * float(r)), 1 + int(28 * float(unit_hash(self.seed, 47, okey, line))))
-        xy = self._world(us, vs)
-        ground = terrain_height(us, vs)
         for m in range(n):
             (s_uid, s_depth), (e_uid, e_depth) = nodes[m], nodes[m + 1]
             zs, ze = float(ground[m]) - s_depth, float(ground[m + 1]) - e_depth

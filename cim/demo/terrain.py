@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import rasterio
 import shapely
-from rasterio.io import MemoryFile
 from rasterio.transform import from_origin
 from rio_cogeo.cogeo import cog_translate
 from rio_cogeo.profiles import cog_profiles
@@ -35,8 +34,18 @@ def write_dem(path: Path, frame: Frame, bounds: tuple[float, float, float, float
     profile = {"driver": "GTiff", "dtype": "float32", "count": 1, "width": width, "height": height,
                "crs": f"EPSG:{srid}", "transform": transform, "nodata": -9999.0}
     path.parent.mkdir(parents=True, exist_ok=True)
-    with MemoryFile() as mem:
-        with mem.open(**profile) as dst:
+    # a tiled scratch file beside the result keeps memory flat (the DEM may be 4096² cells)
+    scratch = path.with_suffix(".scratch.tif")
+    profile.update(tiled=True, blockxsize=256, blockysize=256, compress="deflate")
+    with rasterio.Env(GDAL_CACHEMAX=64):  # GDAL's cache (5 % of RAM by default) would keep the whole DEM
+        _write(scratch, path, profile, frame, xs, maxy, res, width, height, vertical_srid)
+    return {"resolution": res, "minx": minx, "miny": maxy - res * height, "maxx": minx + res * width, "maxy": maxy}
+
+
+def _write(scratch: Path, path: Path, profile: dict, frame: Frame, xs: np.ndarray, maxy: float, res: float,
+           width: int, height: int, vertical_srid: int) -> None:
+    try:
+        with rasterio.open(scratch, "w", **profile) as dst:
             rows_per_strip = 256
             for r0 in range(0, height, rows_per_strip):
                 r1 = min(height, r0 + rows_per_strip)
@@ -46,10 +55,11 @@ def write_dem(path: Path, frame: Frame, bounds: tuple[float, float, float, float
                 dst.write(terrain_height(u, v).astype("float32")[None], window=((r0, r1), (0, width)))
             dst.update_tags(1, VERTICAL_CRS=f"EPSG:{vertical_srid}", UNITS="m")
             dst.set_band_description(1, "ground height, 1985 National Height Datum")
-        with mem.open() as src:
+        with rasterio.open(scratch) as src:
             cog_translate(src, str(path), cog_profiles.get("deflate"), in_memory=False, quiet=True,
                           additional_cog_metadata={"VERTICAL_CRS": f"EPSG:{vertical_srid}"})
-    return {"resolution": res, "minx": minx, "miny": maxy - res * height, "maxx": minx + res * width, "maxy": maxy}
+    finally:
+        scratch.unlink(missing_ok=True)
 
 
 def coarse_tin(path: Path, cells: int = 48) -> shapely.MultiPolygon:
