@@ -49,9 +49,11 @@ python_ok() {  # a Python >= 3.12 that can build a venv with pip
 find_python() {
   local c
   shopt -s nullglob
-  for c in "${CIM_PYTHON:-}" python3.14 python3.13 python3.12 python3 \
-           /usr/local/bin/python3.1[2-9] /usr/bin/python3.1[2-9] \
-           "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.1[2-9]*/bin/python /root/.pyenv/versions/3.1[2-9]*/bin/python; do
+  # 3.12 first: the pinned stack was measured on it (../shared/STACK-NOTES.md)
+  for c in "${CIM_PYTHON:-}" python3.12 /usr/local/bin/python3.12 \
+           "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.12*/bin/python /root/.pyenv/versions/3.12*/bin/python \
+           python3 python3.13 python3.14 /usr/local/bin/python3.1[3-9] /usr/bin/python3.1[2-9] \
+           "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.1[3-9]*/bin/python; do
     [ -n "$c" ] || continue
     if command -v "$c" >/dev/null 2>&1 && python_ok "$c"; then command -v "$c"; return 0; fi
   done

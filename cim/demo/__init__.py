@@ -210,9 +210,12 @@ def _add_building(w: ObjectWriter, frame: Frame, grid: StreetGrid, b: PlannedBui
     if not with_interior:
         return
     ids: dict[str | None, int] = {None: bid}
+    prefix = f"BX-BLD-{number:07d}"
     for part in interior_parts(b, frame, ground):
+        if "opens_into" in part.attributes:
+            part.attributes["opens_into"] = f"{prefix}-{part.attributes['opens_into']}"
         ids[part.key] = w.add({
-            "uid": f"BX-BLD-{number:07d}-{part.key}", "object_class": part.object_class,
+            "uid": f"{prefix}-{part.key}", "object_class": part.object_class,
             "layer": "building-components", "cim_level": part.cim_level, "name": part.name,
             "parent_id": ids[part.parent], "root_id": bid, "district": district,
             "attributes": part.attributes, "geom": part.footprint,

@@ -108,7 +108,7 @@ def interior_parts(b: PlannedBuilding, frame: Frame, ground: float) -> Iterator[
                 cy0, cy1 = walls[cwall][1], walls[cwall][3]
                 yield box(f"{room}/door", f"{st}/wall-{cwall}", "Door", 6, f"{label} {side}{k + 1:02d} 门", xc - 0.45,
                           cy0, xc + 0.45, cy1, z0 + SLAB, z0 + SLAB + 2.1, 构件="门", width=0.9, height=2.1,
-                          opens_into=room)
+                          opens_into=room)  # a part key: the writer turns it into the room's uid
                 if not stair:
                     wy0, wy1 = walls[wall][1], walls[wall][3]
                     yield box(f"{room}/window", f"{st}/wall-{wall}", "Window", 6, f"{label} {side}{k + 1:02d} 窗",
