@@ -98,8 +98,14 @@ def _peer_ogr2ogr(pg: ThrowawayPostGIS, size: int) -> dict:
                         "WHERE layer = 'buildings'"], check=True, capture_output=True)
         seconds, rss, _ = run_measured(["ogr2ogr", "-f", "PostgreSQL", src, fgb, "-nln", "peer_buildings",
                                         "-lco", "SPATIAL_INDEX=GIST", "--config", "PG_USE_COPY", "YES"], {})
+        # the same file through our writer (what ingest uses), into an empty CIM database on the same server
+        url = pg.create_database(f"bench_{size}_writer")
+        ours_s, ours_rss, _ = run_measured([str(ROOT / ".venv/bin/python"), str(ROOT / "bench/load_footprints.py"),
+                                            url, fgb], {})
     return {"peer_ogr2ogr_buildings_s": round(seconds, 1), "peer_ogr2ogr_buildings_per_s": round(size / seconds),
-            "peer_ogr2ogr_peak_rss_mib": rss}
+            "peer_ogr2ogr_peak_rss_mib": rss, "writer_buildings_s": round(ours_s, 1),
+            "writer_buildings_per_s": round(size / ours_s), "writer_peak_rss_mib": ours_rss,
+            "writer_vs_ogr2ogr_speed": round(seconds / ours_s, 2)}
 
 
 def main() -> None:
