@@ -17,10 +17,9 @@ from sqlalchemy.orm import aliased
 
 from cim import demo
 from cim.db import schema
-from cim.db.engine import open_engine
 from cim.demo.layout import Frame
 
-from .conftest import DEMO_SEED, DEMO_SIZE
+from .conftest import DEMO_SIZE
 
 
 @pytest.fixture(scope="module")

@@ -62,7 +62,7 @@ def pygeoapi_config(settings: Settings, engine: Engine) -> dict[str, Any]:
                      "attribution": (server.get("map") or {}).get("attribution", "")}
     extents = layer_extents(engine)
     resources = cfg.setdefault("resources", {})
-    for name, res in list(resources.items()):
+    for res in resources.values():
         for p in res.get("providers", []):
             if p.get("name") == "cim.api.provider.CIMProvider":
                 layer = p.get("data")

@@ -15,6 +15,7 @@ from datetime import date, datetime
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
 import shapely
 from pygeoapi.provider.base import (
     BaseProvider,
@@ -166,9 +167,7 @@ class CIMProvider(BaseProvider):
         return {"type": "Feature", "id": row["uid"], "geometry": geometry, "properties": props}
 
 
-def _stack(xy: tuple[Any, Any]) -> Any:
-    import numpy as np
-
+def _stack(xy: tuple[Any, Any]) -> np.ndarray:
     return np.column_stack(xy)
 
 

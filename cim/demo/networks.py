@@ -301,7 +301,7 @@ class Networks:
         ground = terrain_height(us, vs)
         nodes: list[tuple[str, float]] = []  # (uid, depth) at each ts
         okey = ord(orient)
-        for m, tm in enumerate(ts):
+        for m in range(n + 1):
             at_start, at_end = m == 0, m == n
             if (at_start and t0 == 0.0) or (at_end and t1 == 1.0):
                 ii, jj = (line, seg + at_end) if orient == "u" else (seg + at_end, line)

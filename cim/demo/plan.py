@@ -8,7 +8,6 @@ school and hospital campuses, factory halls on the periphery, and the civic cent
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
