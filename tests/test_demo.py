@@ -76,6 +76,24 @@ def test_pipe_kinds_and_survey_attributes(engine):
     assert types["manhole"] > 0 and types["valve"] > 0 and types["hydrant"] > 0
 
 
+def test_bridges_span_the_river(engine):
+    from cim.demo.layout import RIVER_HALF_WIDTH
+
+    t = _tables(engine)
+    co = t.city_object
+    fn = func.ST_AsBinary if engine.dialect.name == "postgresql" else func.AsBinary
+    with engine.connect() as conn:
+        rows = conn.execute(select(co.c.uid, co.c.attributes, fn(co.c.geom)).where(co.c.object_class == "Bridge")).all()
+    assert rows
+    for uid, attrs, wkb in rows:
+        attrs = attrs if isinstance(attrs, dict) else json.loads(attrs)
+        deck = shapely.from_wkb(bytes(wkb))
+        length = max(shapely.minimum_rotated_rectangle(deck).exterior.segmentize(1e9).length / 2 - attrs["width_m"], 0)
+        assert attrs["length_m"] > 2 * RIVER_HALF_WIDTH, uid
+        assert length == pytest.approx(attrs["length_m"], rel=0.01), uid
+    assert len({r[0] for r in rows}) == len(rows)
+
+
 def test_pipe_network_is_connected_to_its_nodes(engine):
     t = _tables(engine)
     co = t.city_object

@@ -53,6 +53,7 @@ COVER_CLASS = {"JS": 101, "WS": 102, "YS": 103, "DL": 104, "TX": 106, "RQ": 108,
 ADMIN_CODE = {"平山区": "210502", "溪湖区": "210503", "明山区": "210504", "南芬区": "210505"}
 ROAD_CLEARANCE = RIVER_HALF_WIDTH + 25.0  # embankment roads run this close to the river centre line
 ROAD_LANES = {MAIN: 6, SECONDARY: 4, "支路": 2}
+BRIDGE_ABUTMENT = 10.0  # a bridge overlaps the road on each bank by this much
 
 
 def district_of(u: float, v: float) -> str:
@@ -218,10 +219,12 @@ class Networks:
             for k in line_kinds(g, orient, line, self.seed):
                 yield from self._pipes(orient, line, seg, p, t0, t1, k, grade, length)
         if orient == "u" and self.bridge_segments[line, seg]:
-            inside = np.flatnonzero(~ok)
-            if inside.size:
-                a, b = max(0, inside[0] - 1), min(n - 1, inside[-1] + 1)
-                yield self._bridge(line, seg, t[a], t[b], name, width)
+            # one bridge per crossing, emitted with the segment under the river's centre line; it spans the
+            # embankments and rests on the road ends (abutments) on both banks
+            rv = float(river_centre_v(g.u_lines[line]))
+            if g.v_lines[seg] <= rv < g.v_lines[seg + 1]:
+                yield self._bridge(line, seg, rv - ROAD_CLEARANCE - BRIDGE_ABUTMENT, rv + ROAD_CLEARANCE + BRIDGE_ABUTMENT,
+                                   name, width)
 
     def _road(self, orient, line, seg, p, t0, t1, name, grade, width) -> tuple[dict[str, Any], list]:
         uid = f"BX-RD-{orient}{line:03d}-{seg:03d}-{p}"
@@ -258,8 +261,8 @@ class Networks:
         }
         return obj, [(2, shapely.MultiPolygon(quads), kinds)]
 
-    def _bridge(self, line, seg, t0, t1, name, width) -> tuple[dict[str, Any], list]:
-        us, vs = self._line_point("u", line, np.array([t0, t1]), seg)
+    def _bridge(self, line, seg, v0, v1, name, width) -> tuple[dict[str, Any], list]:
+        us, vs = np.full(2, self.grid.u_lines[line]), np.array([v0, v1])
         L = float(vs[1] - vs[0])
         deck_w = width - 4.0
         strip = _strip(us, vs, deck_w)
