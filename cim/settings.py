@@ -50,6 +50,14 @@ class DemoSettings(BaseModel):
     center_lat: float = 41.30
 
 
+class LocalCRS(BaseModel):
+    """A city's own coordinate system (城市独立坐标系); its parameters come from the operator, never from code."""
+
+    id: str
+    name: str
+    definition: str  # WKT2 (e.g. a BOUNDCRS to EPSG:4490 for a 7-parameter system) or a PROJ string
+
+
 class Settings(BaseSettings):
     """Everything the service needs to know, validated once."""
 
@@ -70,6 +78,9 @@ class Settings(BaseSettings):
     # Where generated files go (DEM COG, effective pygeoapi config, OpenAPI document).
     data_dir: Path = Field(default=PROJECT_ROOT / "var")
     demo: DemoSettings = Field(default_factory=DemoSettings)
+    # Supported CRSs (None: the defaults of cim.crs.registry.DEFAULT_CRS) and the local systems.
+    crs: list[str] | None = None
+    local_crs: list[LocalCRS] = Field(default_factory=list)
 
     @classmethod
     def settings_customise_sources(

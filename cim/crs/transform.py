@@ -1,0 +1,119 @@
+"""Coordinate transformation between any two supported CRSs, on numpy arrays.
+
+Inside the service coordinates are always x/y (longitude/latitude, easting/northing); a CRS's own axis
+order is applied only at the API edge with :func:`swap_axes`. Transformers are built once per pair and
+cached. GCJ-02/BD-09 are handled by going through WGS 84 longitude/latitude (the offsets are defined on
+it; PROJ treats WGS 84 and CGCS2000 as the same, a ~0.7 m gap at Benxi, ../shared/CRS-NOTES.md).
+Points outside the area of use of either CRS raise :class:`OutsideArea`; so does any result that is not
+finite. Nothing returns ``inf`` or ``NaN``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+from pyproj import CRS, Transformer
+
+from cim.crs import gcj
+from cim.crs.registry import CRSInfo
+
+AREA_MARGIN_DEG = 0.05  # GK zones and national extents are used a little beyond their official edges
+
+
+class OutsideArea(ValueError):
+    """Coordinates outside a CRS's area of use (or not transformable)."""
+
+
+@lru_cache(maxsize=256)
+def _transformer(src_wkt: str, dst_wkt: str) -> Transformer:
+    return Transformer.from_crs(CRS.from_wkt(src_wkt), CRS.from_wkt(dst_wkt), always_xy=True)
+
+
+@lru_cache(maxsize=64)
+def _to_lonlat(src_wkt: str) -> Transformer:
+    return Transformer.from_crs(CRS.from_wkt(src_wkt), CRS.from_user_input("OGC:CRS84"), always_xy=True)
+
+
+def pyproj_transformer(src: CRSInfo, dst: CRSInfo) -> Transformer:
+    """The cached pyproj transformer between the two CRSs' pyproj parts (x/y order)."""
+    return _transformer(src.pyproj_crs.to_wkt(), dst.pyproj_crs.to_wkt())
+
+
+def swap_axes(info: CRSInfo, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Between x/y order and the CRS's own order (a swap for lat/lon and north/east CRSs; symmetric)."""
+    return (b, a) if info.yx else (a, b)
+
+
+def _lonlat(info: CRSInfo, x: np.ndarray, y: np.ndarray, z: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    if info.offset is not None or info.geographic:
+        return x, y  # already longitude/latitude (x/y order inside the service)
+    t = _to_lonlat(info.pyproj_crs.to_wkt())
+    if info.pyproj_crs.is_geocentric:
+        if z is None:
+            raise OutsideArea(f"{info.uri} is geocentric: give X, Y and Z")
+        lon, lat, _ = t.transform(x, y, z)
+        return lon, lat
+    return t.transform(x, y)
+
+
+def _check_area(info: CRSInfo, lon: np.ndarray, lat: np.ndarray, role: str) -> None:
+    if info.area is None or lon.size == 0:
+        return
+    w, s, e, n = info.area
+    m = AREA_MARGIN_DEG
+    outside = ~((lon >= w - m) & (lon <= e + m) & (lat >= s - m) & (lat <= n + m))
+    if outside.any():
+        i = int(np.flatnonzero(outside)[0])
+        raise OutsideArea(f"{int(outside.sum())} coordinate(s) outside the area of use of the {role} CRS "
+                          f"{info.uri} (lon {w}..{e}, lat {s}..{n}), e.g. lon {lon[i]:.6f}, lat {lat[i]:.6f}")
+
+
+def transform(src: CRSInfo, dst: CRSInfo, x, y, z=None, *, check_area: bool = True):
+    """Transform coordinates (x/y order) from ``src`` to ``dst``; returns (x, y, z) arrays (z None if not given)."""
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    z = None if z is None else np.asarray(z, dtype=float)
+    if not (np.isfinite(x).all() and np.isfinite(y).all() and (z is None or np.isfinite(z).all())):
+        raise OutsideArea("coordinates must be finite numbers")
+    if src.uri == dst.uri:
+        return x, y, z
+    if check_area and (src.area is not None or dst.area is not None):
+        lon, lat = _lonlat(src, x, y, z)
+        if src.offset is not None:  # the area is that of the offset's domain, in its own coordinates
+            _check_area(src, lon, lat, "source")
+            lon, lat = gcj.gcj02_to_wgs84(lon, lat) if src.offset == "gcj02" else gcj.bd09_to_wgs84(lon, lat)
+        else:
+            _check_area(src, lon, lat, "source")
+        _check_area(dst, lon, lat, "target")
+    if src.offset == "gcj02":
+        x, y = gcj.gcj02_to_wgs84(x, y)
+    elif src.offset == "bd09":
+        x, y = gcj.bd09_to_wgs84(x, y)
+    if src.pyproj_crs != dst.pyproj_crs:
+        t = pyproj_transformer(src, dst)
+        if z is not None:
+            x, y, z = t.transform(x, y, z)
+        else:
+            x, y = t.transform(x, y)
+    if dst.offset == "gcj02":
+        x, y = gcj.wgs84_to_gcj02(x, y)
+    elif dst.offset == "bd09":
+        x, y = gcj.wgs84_to_bd09(x, y)
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if not (np.isfinite(x).all() and np.isfinite(y).all() and (z is None or np.isfinite(np.asarray(z)).all())):
+        raise OutsideArea(f"coordinates cannot be transformed from {src.uri} to {dst.uri}")
+    return x, y, (None if z is None else np.asarray(z, dtype=float))
+
+
+def transform_bbox(src: CRSInfo, dst: CRSInfo, bbox: tuple[float, float, float, float], densify: int = 21,
+                   ) -> tuple[float, float, float, float]:
+    """A bbox (x/y order) transformed with densified edges, not just its two corners."""
+    minx, miny, maxx, maxy = bbox
+    t = np.linspace(0.0, 1.0, densify)
+    xs = np.concatenate([minx + (maxx - minx) * t, np.full(densify, maxx), maxx - (maxx - minx) * t,
+                         np.full(densify, minx)])
+    ys = np.concatenate([np.full(densify, miny), miny + (maxy - miny) * t, np.full(densify, maxy),
+                         maxy - (maxy - miny) * t])
+    x, y, _ = transform(src, dst, xs, ys)
+    return float(x.min()), float(y.min()), float(x.max()), float(y.max())
