@@ -197,6 +197,47 @@ def serve(database: DatabaseOpt = None,
                 loop="uvloop", http="httptools", log_level="warning", access_log=False)
 
 
+@app.command()
+def transform(
+    source: Annotated[str, typer.Option("--from", help="Source CRS: URI or EPSG:code (e.g. EPSG:4490, OGC:CRS84)")],
+    target: Annotated[str, typer.Option("--to", help="Target CRS (e.g. EPSG:4550, urn:benxi-cim:crs:GCJ-02)")],
+    file: Annotated[Optional[Path], typer.Argument(help="GeoJSON file ('-' for standard input)")] = None,
+    point: Annotated[Optional[list[str]], typer.Option(help="A position 'x,y' or 'x,y,z' (repeatable)")] = None,
+    axis_order: Annotated[str, typer.Option(help="'crs': each CRS's own axis order (EPSG:4490 lat,lon); 'xy'")] = "crs",
+) -> None:
+    """Transform GeoJSON or positions between any two supported CRSs; writes JSON to standard output."""
+    import json
+
+    from cim.api.processes import run_transform
+    from cim.crs.geojson import InvalidInput
+    from cim.crs.registry import UnknownCRS
+    from cim.crs.transform import OutsideArea
+
+    data: dict = {"source_crs": source, "target_crs": target, "axis_order": axis_order}
+    where = "--point"
+    if point:
+        try:
+            data["coordinates"] = [[float(v) for v in p.split(",")] for p in point]
+        except ValueError:
+            _fail(f"--point: expected numbers 'x,y' or 'x,y,z', got {point!r}")
+    elif file is not None:
+        where = "standard input" if str(file) == "-" else str(file)
+        try:
+            text = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
+            data["geometry"] = json.loads(text)
+        except OSError as exc:
+            _fail(f"{where}: {exc.strerror or exc}")
+        except json.JSONDecodeError as exc:
+            _fail(f"{where}: not JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})")
+    else:
+        _fail("give a GeoJSON file (or '-') or --point")
+    try:
+        result = run_transform(data)
+    except (InvalidInput, UnknownCRS, OutsideArea) as exc:
+        _fail(f"{where}: {exc}")
+    out.print_json(json.dumps(result.get("geometry", result.get("coordinates")), ensure_ascii=False))
+
+
 def main() -> None:  # pragma: no cover
     app()
 
