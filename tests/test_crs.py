@@ -143,6 +143,20 @@ def test_outside_area_and_not_finite():
         transform(REG.epsg(4978), crs84, np.array([-2.0e6]), np.array([4.0e6]))
 
 
+def test_large_arrays_are_checked_too():
+    crs84, gk = REG.resolve("OGC:CRS84"), REG.epsg(4550)
+    lon = np.random.default_rng(1).uniform(123.5, 124.0, 5000)
+    lat = np.full(5000, 41.3)
+    x, _, _ = transform(crs84, gk, lon, lat)
+    assert np.isfinite(x).all()
+    lon[2500] = 126.0  # one point beyond the zone
+    with pytest.raises(OutsideArea, match="1 coordinate"):
+        transform(crs84, gk, lon, lat)
+    e, n, _ = transform(crs84, gk, lon[:2500], lat[:2500])
+    with pytest.raises(OutsideArea, match="target"):
+        transform(gk, REG.epsg(4551), e, n)  # CM 126E zone starts at 124.5E
+
+
 def test_bbox_is_densified():
     crs84, gk = REG.resolve("OGC:CRS84"), REG.epsg(4550)
     box = (122.6, 40.9, 123.4, 41.6)  # straddles the zone's central meridian, 123°E

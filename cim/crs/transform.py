@@ -61,12 +61,43 @@ def _check_area(info: CRSInfo, lon: np.ndarray, lat: np.ndarray, role: str) -> N
     if info.area is None or lon.size == 0:
         return
     w, s, e, n = info.area
-    m = AREA_MARGIN_DEG
-    outside = ~((lon >= w - m) & (lon <= e + m) & (lat >= s - m) & (lat <= n + m))
+    outside = ~_inside(info.area, lon, lat)
     if outside.any():
         i = int(np.flatnonzero(outside)[0])
         raise OutsideArea(f"{int(outside.sum())} coordinate(s) outside the area of use of the {role} CRS "
                           f"{info.uri} (lon {w}..{e}, lat {s}..{n}), e.g. lon {lon[i]:.6f}, lat {lat[i]:.6f}")
+
+
+def _inside(area: tuple[float, float, float, float] | None, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+    if area is None:
+        return np.ones(np.shape(lon), dtype=bool)
+    w, s, e, n = area
+    m = AREA_MARGIN_DEG
+    return (lon >= w - m) & (lon <= e + m) & (lat >= s - m) & (lat <= n + m)
+
+
+def _check_areas(src: CRSInfo, dst: CRSInfo, x: np.ndarray, y: np.ndarray, z: np.ndarray | None) -> None:
+    """Raise OutsideArea unless every point lies in both CRSs' areas of use.
+
+    Fast path for large arrays: the densified outline of the points' bounding box, in lon/lat, inside both
+    areas means every point is (a point cannot leave the box's image). Otherwise every point is checked.
+    """
+    if x.size > 256 and src.offset is None and not src.pyproj_crs.is_geocentric:
+        bx = np.concatenate([np.linspace(x.min(), x.max(), 21), np.full(21, x.max()),
+                             np.linspace(x.max(), x.min(), 21), np.full(21, x.min())])
+        by = np.concatenate([np.full(21, y.min()), np.linspace(y.min(), y.max(), 21), np.full(21, y.max()),
+                             np.linspace(y.max(), y.min(), 21)])
+        lon, lat = _lonlat(src, bx, by, None)
+        if (np.isfinite(lon).all() and np.isfinite(lat).all() and _inside(src.area, lon, lat).all()
+                and _inside(dst.area, lon, lat).all()):
+            return
+    lon, lat = _lonlat(src, x, y, z)
+    _check_area(src, lon, lat, "source")
+    if src.offset == "gcj02":
+        lon, lat = gcj.gcj02_to_wgs84(lon, lat)
+    elif src.offset == "bd09":
+        lon, lat = gcj.bd09_to_wgs84(lon, lat)
+    _check_area(dst, lon, lat, "target")
 
 
 def transform(src: CRSInfo, dst: CRSInfo, x, y, z=None, *, check_area: bool = True):
@@ -79,13 +110,7 @@ def transform(src: CRSInfo, dst: CRSInfo, x, y, z=None, *, check_area: bool = Tr
     if src.uri == dst.uri:
         return x, y, z
     if check_area and (src.area is not None or dst.area is not None):
-        lon, lat = _lonlat(src, x, y, z)
-        if src.offset is not None:  # the area is that of the offset's domain, in its own coordinates
-            _check_area(src, lon, lat, "source")
-            lon, lat = gcj.gcj02_to_wgs84(lon, lat) if src.offset == "gcj02" else gcj.bd09_to_wgs84(lon, lat)
-        else:
-            _check_area(src, lon, lat, "source")
-        _check_area(dst, lon, lat, "target")
+        _check_areas(src, dst, x, y, z)
     if src.offset == "gcj02":
         x, y = gcj.gcj02_to_wgs84(x, y)
     elif src.offset == "bd09":
