@@ -81,6 +81,10 @@ class Settings(BaseSettings):
     # Supported CRSs (None: the defaults of cim.crs.registry.DEFAULT_CRS) and the local systems.
     crs: list[str] | None = None
     local_crs: list[LocalCRS] = Field(default_factory=list)
+    # Height anomaly of the 1985 National Height Datum above the CGCS2000 ellipsoid (a PROJ grid: GTX or
+    # GeoTIFF), supplied by the operator. Without it, heights between EPSG:5737 and ellipsoidal CRSs are
+    # passed through unchanged (about 12.7 m wrong at Benxi) and every such output says so.
+    geoid_grid: Path | None = None
 
     @classmethod
     def settings_customise_sources(
@@ -114,8 +118,9 @@ class _ConfigFileSource(PydanticBaseSettingsSource):
     def __call__(self) -> dict[str, Any]:
         path = config_path()
         section = dict(load_config_file(path).get("cim") or {})
-        if "data_dir" in section:
-            section["data_dir"] = (path.parent / section["data_dir"]).resolve()
+        for key in ("data_dir", "geoid_grid"):
+            if section.get(key):
+                section[key] = (path.parent / section[key]).resolve()
         url = section.get("database_url", "")
         if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
             section["database_url"] = "sqlite:///" + str((path.parent / url[len("sqlite:///") :]).resolve())

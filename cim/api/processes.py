@@ -14,7 +14,7 @@ from pygeoapi.process.base import BaseProcessor, ProcessorExecuteError
 
 from cim.crs.geojson import InvalidInput, parse_coordinates, transform_array, transform_geojson
 from cim.crs.registry import UnknownCRS, default_registry
-from cim.crs.transform import OutsideArea
+from cim.crs.transform import OutsideArea, height_warning
 
 
 class InvalidTransformInput(ProcessorExecuteError):
@@ -77,6 +77,8 @@ def run_transform(data: dict[str, Any]) -> dict[str, Any]:
     if ("geometry" in data) == ("coordinates" in data):
         raise InvalidInput("give exactly one of geometry and coordinates")
     out: dict[str, Any] = {"source_crs": src.uri, "target_crs": dst.uri, "axis_order": axis_order}
+    if (warning := height_warning(src, dst)) is not None:
+        out["warnings"] = [warning]
     if "coordinates" in data:
         out["coordinates"] = transform_array(parse_coordinates(data["coordinates"]), src, dst, axis_order).tolist()
     else:

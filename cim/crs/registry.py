@@ -12,8 +12,9 @@ systems come from config.yml (``cim.local_crs``) as WKT2 or PROJ strings, under 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qsl, urlsplit
 
@@ -62,6 +63,20 @@ class CRSInfo:
     geographic: bool
     offset: Offset | None = None
     area: tuple[float, float, float, float] | None = None  # lon/lat bounds of its area of use
+    # For a CRS with 1985 National Height Datum heights: the height-anomaly grid (None: not configured)
+    geoid_grid: str | None = None
+
+    @property
+    def normal_heights(self) -> bool:
+        """Heights in the 1985 National Height Datum (EPSG:5737), which need a geoid grid to reach the ellipsoid."""
+        crs = self.pyproj_crs
+        return crs.is_compound and any(sub.to_epsg() == 5737 for sub in crs.sub_crs_list[1:])
+
+    @property
+    def ellipsoidal_heights(self) -> bool:
+        """3D with heights on (or coordinates about) the ellipsoid: geographic 3D or geocentric."""
+        crs = self.pyproj_crs
+        return crs.is_geocentric or (crs.is_geographic and len(crs.axis_info) == 3)
 
     @property
     def key(self) -> str:
@@ -136,14 +151,19 @@ class CRSRegistry:
     """The supported CRSs: the defaults (or config's list) plus the configured local systems."""
 
     def __init__(self, identifiers: tuple[str, ...] = DEFAULT_CRS,
-                 local: tuple[tuple[str, str, str], ...] = ()) -> None:
+                 local: tuple[tuple[str, str, str], ...] = (), geoid_grid: str | None = None) -> None:
         self._by_uri: dict[str, CRSInfo] = {}
+        if geoid_grid is not None and not Path(geoid_grid).is_file():
+            raise ValueError(f"geoid grid {geoid_grid!r} (config cim.geoid_grid) does not exist")
         for identifier in identifiers:
             uri = canonical_uri(identifier)
             try:
-                self._by_uri[uri] = _info(uri)
+                info = _info(uri)
             except CRSError as exc:
                 raise ValueError(f"configured CRS {identifier!r} is not valid: {exc}") from None
+            if info.normal_heights and geoid_grid is not None:
+                info = replace(info, geoid_grid=str(Path(geoid_grid).resolve()))
+            self._by_uri[uri] = info
         for local_id, name, definition in local:
             uri = f"{NAMESPACE}local:{local_id}"
             try:
@@ -175,4 +195,5 @@ def default_registry() -> CRSRegistry:
     from cim.settings import get_settings
 
     s = get_settings()
-    return CRSRegistry(tuple(s.crs or DEFAULT_CRS), tuple((c.id, c.name, c.definition) for c in s.local_crs))
+    return CRSRegistry(tuple(s.crs or DEFAULT_CRS), tuple((c.id, c.name, c.definition) for c in s.local_crs),
+                       None if s.geoid_grid is None else str(s.geoid_grid))

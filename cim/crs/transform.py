@@ -58,6 +58,7 @@ def _lonlat(info: CRSInfo, x: np.ndarray, y: np.ndarray, z: np.ndarray | None) -
 
 
 def _check_area(info: CRSInfo, lon: np.ndarray, lat: np.ndarray, role: str) -> None:
+    lon, lat = np.atleast_1d(lon), np.atleast_1d(lat)
     if info.area is None or lon.size == 0:
         return
     w, s, e, n = info.area
@@ -100,6 +101,50 @@ def _check_areas(src: CRSInfo, dst: CRSInfo, x: np.ndarray, y: np.ndarray, z: np
     _check_area(dst, lon, lat, "target")
 
 
+NO_GEOID_WARNING = ("no geoid grid is configured (config cim.geoid_grid): heights between the 1985 National "
+                    "Height Datum and ellipsoidal heights were passed through unchanged, about 12.7 m wrong at Benxi")
+
+
+def needs_geoid(src: CRSInfo, dst: CRSInfo) -> bool:
+    """True when heights must go between normal (EPSG:5737) and ellipsoidal heights."""
+    return (src.normal_heights and dst.ellipsoidal_heights) or (src.ellipsoidal_heights and dst.normal_heights)
+
+
+def height_warning(src: CRSInfo, dst: CRSInfo) -> str | None:
+    """What an output must say about its heights (None when they are right)."""
+    if needs_geoid(src, dst) and not (src.geoid_grid or dst.geoid_grid):
+        return NO_GEOID_WARNING
+    return None
+
+
+@lru_cache(maxsize=8)
+def _vgridshift(grid: str) -> Transformer:
+    """lon/lat/H → lon/lat/h with h = H + N(lon, lat) from the grid (inverse: h → H)."""
+    return Transformer.from_pipeline(
+        "+proj=pipeline +step +proj=unitconvert +xy_in=deg +xy_out=rad "
+        f"+step +proj=vgridshift +grids={grid} +multiplier=1 +step +proj=unitconvert +xy_in=rad +xy_out=deg")
+
+
+_CGCS2000_2D = CRS.from_epsg(4490)
+_CGCS2000_3D = CRS.from_epsg(4480)
+
+
+def _via_geoid(src: CRSInfo, dst: CRSInfo, x: np.ndarray, y: np.ndarray, z: np.ndarray):
+    """Normal ↔ ellipsoidal heights through the configured grid, horizontally through CGCS2000."""
+    grid = src.geoid_grid or dst.geoid_grid
+    shift = _vgridshift(grid)
+    if src.normal_heights:
+        horizontal = src.pyproj_crs.sub_crs_list[0]
+        lon, lat = _transformer(horizontal.to_wkt(), _CGCS2000_2D.to_wkt()).transform(x, y)
+        _, _, h = shift.transform(lon, lat, z)
+        return _transformer(_CGCS2000_3D.to_wkt(), dst.pyproj_crs.to_wkt()).transform(lon, lat, h)
+    lon, lat, h = _transformer(src.pyproj_crs.to_wkt(), _CGCS2000_3D.to_wkt()).transform(x, y, z)
+    _, _, normal = shift.transform(lon, lat, h, direction="INVERSE")
+    horizontal = dst.pyproj_crs.sub_crs_list[0]
+    ex, ny = _transformer(_CGCS2000_2D.to_wkt(), horizontal.to_wkt()).transform(lon, lat)
+    return ex, ny, normal
+
+
 def transform(src: CRSInfo, dst: CRSInfo, x, y, z=None, *, check_area: bool = True):
     """Transform coordinates (x/y order) from ``src`` to ``dst``; returns (x, y, z) arrays (z None if not given)."""
     x = np.asarray(x, dtype=float)
@@ -115,7 +160,9 @@ def transform(src: CRSInfo, dst: CRSInfo, x, y, z=None, *, check_area: bool = Tr
         x, y = gcj.gcj02_to_wgs84(x, y)
     elif src.offset == "bd09":
         x, y = gcj.bd09_to_wgs84(x, y)
-    if src.pyproj_crs != dst.pyproj_crs:
+    if z is not None and needs_geoid(src, dst) and (src.geoid_grid or dst.geoid_grid):
+        x, y, z = _via_geoid(src, dst, x, y, z)
+    elif src.pyproj_crs != dst.pyproj_crs:
         t = pyproj_transformer(src, dst)
         if z is not None:
             x, y, z = t.transform(x, y, z)
