@@ -117,3 +117,23 @@ def test_html_pages_use_bundled_assets(http):
     for asset in re.findall(r'(/cim-static/vendor/[^"\']+)', page):
         assert http.get(asset).status_code == 200, asset
     assert "本溪市政务服务中心" in page
+
+
+@pytest.mark.parametrize("bbox,expect", [
+    ("-180,-90,180,90", "all"),  # the whole world: every building (clipped to the storage CRS's area)
+    ("2.2,48.8,2.5,48.9", 0),  # Paris: nothing, not an error
+    ("170,41.2,-170,41.4", 0),  # crosses the antimeridian
+])
+def test_bbox_outside_or_around_the_area(http, bbox, expect):
+    total = http.get("/collections/buildings/items", params={"f": "json", "limit": 1}).json()["numberMatched"]
+    r = http.get("/collections/buildings/items", params={"f": "json", "bbox": bbox, "limit": 1})
+    assert r.status_code == 200
+    assert r.json()["numberMatched"] == (total if expect == "all" else expect)
+
+
+@pytest.mark.parametrize("bbox", ["123.7,41.3,123.8,41.2", "nan,41.2,123.8,41.3"])
+def test_bad_bbox_is_a_400(http, bbox):
+    r = http.get("/collections/buildings/items", params={"f": "json", "bbox": bbox})
+    body = r.json()
+    assert r.status_code == 400 and body["code"] in ("InvalidParameterValue", "InvalidQuery")
+    assert "bbox" in body["description"] or "maxy" in body["description"]

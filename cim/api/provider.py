@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from datetime import date, datetime
 from functools import lru_cache
 from typing import Any
 
-import numpy as np
 import shapely
 from pygeoapi.provider.base import (
     BaseProvider,
@@ -27,7 +27,8 @@ from pygeoapi.provider.base import (
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from cim.crs import transformer
+from cim.crs.registry import CRS84_URI, default_registry
+from cim.crs.transform import bbox_polygon, clip_lonlat_bbox
 from cim.db.engine import CIMDatabaseError, open_engine
 from cim.db.models import LAYERS, CIMTables
 from cim.db.queries import (
@@ -53,7 +54,6 @@ FIELD_TYPES: dict[str, dict[str, str]] = {
     "source_id": {"type": "string"}, "min_z": {"type": "number"}, "max_z": {"type": "number"},
     "valid_from": {"type": "string", "format": "date-time"}, "valid_to": {"type": "string", "format": "date-time"},
 }
-CRS84 = 4326  # PostGIS and SpatiaLite write EPSG:4326 as x = lon, y = lat: the CRS84 order
 
 
 @lru_cache(maxsize=4)
@@ -130,9 +130,13 @@ class CIMProvider(BaseProvider):
         if len(bbox) == 6:
             bbox = [bbox[0], bbox[1], bbox[3], bbox[4]]
         minx, miny, maxx, maxy = (float(v) for v in bbox)
-        box = shapely.segmentize(shapely.box(minx, miny, maxx, maxy), max(maxx - minx, maxy - miny) / 32 or 1e-9)
-        tr = transformer(CRS84, self.storage_srid)
-        return shapely.transform(box, lambda xy: _stack(tr.transform(xy[:, 0], xy[:, 1])))
+        if not all(math.isfinite(v) for v in (minx, miny, maxx, maxy)) or miny > maxy:
+            raise ProviderInvalidQueryError(user_msg="bbox: four finite numbers, miny <= maxy")
+        reg = default_registry()
+        storage = reg.epsg(self.storage_srid)
+        boxes = clip_lonlat_bbox((minx, miny, maxx, maxy), storage.area)
+        polygons = [bbox_polygon(b, reg.resolve(CRS84_URI), storage) for b in boxes]
+        return shapely.union_all(polygons) if polygons else shapely.Polygon()  # empty: matches nothing
 
     def _equals(self, properties: list[tuple[str, str]]) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -165,10 +169,6 @@ class CIMProvider(BaseProvider):
             props = {k: v for k, v in props.items() if k in select_properties}
         geometry = None if skip_geometry or row.get("geometry") is None else json.loads(row["geometry"])
         return {"type": "Feature", "id": row["uid"], "geometry": geometry, "properties": props}
-
-
-def _stack(xy: tuple[Any, Any]) -> np.ndarray:
-    return np.column_stack(xy)
 
 
 def _parse_interval(value: str) -> tuple[datetime | None, datetime | None]:

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import shapely
-from sqlalchemy import ColumnElement, Select, and_, case, func, literal_column, or_, select, text
+from sqlalchemy import ColumnElement, Select, and_, case, false, func, literal_column, or_, select, text
 from sqlalchemy.orm import aliased
 
 from cim.db.models import CIMTables
@@ -52,18 +52,21 @@ class FeatureQuery:
     offset: int = 0
     with_geometry: bool = True
     output_srid: int = 4326
+    swap_xy: bool = False  # write y/x (lat/lon, north/east) for CRSs whose first axis is northing
     precision: int = 9
 
 
-def geojson_expr(t: CIMTables, dialect: str, output_srid: int, precision: int) -> ColumnElement[str]:
-    """The footprint as GeoJSON text in ``output_srid`` (x = lon/easting), encoded by the database."""
+def geojson_expr(t: CIMTables, dialect: str, output_srid: int, precision: int,
+                 swap_xy: bool = False) -> ColumnElement[str]:
+    """The footprint as GeoJSON text in ``output_srid``, encoded by the database.
+
+    x = longitude/easting, unless ``swap_xy`` (the CRS's own axis order for EPSG:4490, 4550...).
+    """
     geom = t.city_object.c.geom
-    srid = geom.type.srid
+    g = geom if output_srid == geom.type.srid else func.ST_Transform(geom, output_srid)
     if dialect == "sqlite":
-        g = geom if output_srid == srid else func.ST_Transform(geom, output_srid)
-        return func.AsGeoJSON(g, precision)
-    g = geom if output_srid == srid else func.ST_Transform(geom, output_srid)
-    return func.ST_AsGeoJSON(g, precision)
+        return func.AsGeoJSON(func.SwapCoordinates(g) if swap_xy else g, precision)
+    return func.ST_AsGeoJSON(func.ST_FlipCoordinates(g) if swap_xy else g, precision)
 
 
 def _area_filter(t: CIMTables, dialect: str, area: shapely.Geometry) -> ColumnElement[bool]:
@@ -96,7 +99,7 @@ def where_clauses(t: CIMTables, dialect: str, q: FeatureQuery) -> list[ColumnEle
     co = t.city_object
     out: list[ColumnElement[bool]] = [co.c.layer == q.layer]
     if q.area is not None:
-        out.append(_area_filter(t, dialect, q.area))
+        out.append(false() if q.area.is_empty else _area_filter(t, dialect, q.area))
     if q.time is not None:
         out.append(_time_filter(t, *q.time))
     for prop, value in q.equals.items():
@@ -118,7 +121,7 @@ def select_features(t: CIMTables, dialect: str, q: FeatureQuery) -> Select:
             cols.append(co.c[PROPERTY_COLUMN.get(prop, prop)].label(prop))
     cols.append(co.c.attributes)
     if q.with_geometry:
-        cols.append(geojson_expr(t, dialect, q.output_srid, q.precision).label("geometry"))
+        cols.append(geojson_expr(t, dialect, q.output_srid, q.precision, q.swap_xy).label("geometry"))
     stmt = select(*cols).select_from(co)
     if "parent" in layer_properties(q.layer):
         stmt = stmt.outerjoin(parent, parent.c.id == co.c.parent_id).outerjoin(root, root.c.id == co.c.root_id)
@@ -133,9 +136,9 @@ def count_features(t: CIMTables, dialect: str, q: FeatureQuery) -> Select:
 
 
 def select_feature(t: CIMTables, dialect: str, layer: str, uid: str, output_srid: int = 4326,
-                   precision: int = 9) -> Select:
+                   precision: int = 9, swap_xy: bool = False) -> Select:
     """One feature of ``layer`` by its public id."""
-    q = FeatureQuery(layer, output_srid=output_srid, precision=precision, limit=1)
+    q = FeatureQuery(layer, output_srid=output_srid, precision=precision, swap_xy=swap_xy, limit=1)
     stmt = select_features(t, dialect, q)
     return stmt.where(t.city_object.c.uid == uid)
 
