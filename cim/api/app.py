@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import yaml
+
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -17,6 +19,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cim.api.config import STATIC_URL, prepare
+from cim.api.features import CollectionCRSMetadata, FeaturesEndpoint
 from cim.db.engine import open_engine
 from cim.settings import get_settings
 from cim.web import STATIC_DIR
@@ -100,10 +103,19 @@ def create_app() -> Starlette:
     from pygeoapi.starlette_app import APP as pygeoapi_app
 
     pygeoapi_app.debug = False  # no tracebacks to clients
+    with open(os.environ["PYGEOAPI_CONFIG"], encoding="utf-8") as fh:
+        cfg = yaml.safe_load(fh)
+    layers = {name: p for name, res in cfg.get("resources", {}).items() for p in res.get("providers", [])
+              if p.get("name") == "cim.api.provider.CIMProvider"}
+    url, limits = cfg["server"]["url"], cfg["server"].get("limits", {})
     app = Starlette(routes=[
         Route("/healthz", healthz),
         Mount(STATIC_URL, app=StaticFiles(directory=STATIC_DIR), name="cim-static"),
+        Route("/collections/{collection}/items", FeaturesEndpoint(pygeoapi_app, layers, url, limits, single=False)),
+        Route("/collections/{collection}/items/{feature}",
+              FeaturesEndpoint(pygeoapi_app, layers, url, limits, single=True)),
         Mount("/", app=pygeoapi_app),
     ])
     app.add_middleware(OfflineAssets)
+    app.add_middleware(CollectionCRSMetadata, layers=set(layers), storage_srid=settings.storage_crs)
     return app

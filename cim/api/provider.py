@@ -94,7 +94,7 @@ class CIMProvider(BaseProvider):
         query = FeatureQuery(
             self.layer,
             area=self._bbox_area(bbox) if bbox else None,
-            time=_parse_interval(datetime_) if datetime_ else None,
+            time=parse_interval(datetime_) if datetime_ else None,
             equals=self._equals(properties or []),
             sortby=[(s["property"], s["order"] != "-") for s in (sortby or [])],
             limit=limit,
@@ -139,39 +139,50 @@ class CIMProvider(BaseProvider):
         return shapely.union_all(polygons) if polygons else shapely.Polygon()  # empty: matches nothing
 
     def _equals(self, properties: list[tuple[str, str]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for name, value in properties:
-            if name not in self._fields or name in ("parent", "root"):
-                continue
-            kind = self._fields[name]["type"]
-            try:
-                out[name] = int(value) if kind == "integer" else float(value) if kind == "number" else value
-            except ValueError:
-                raise ProviderInvalidQueryError(user_msg=f"{name} must be a {kind}") from None
-        return out
+        return typed_equals(self._fields, properties)
 
     def _feature(self, row: Any, select_properties: list[str] | None, skip_geometry: bool) -> dict[str, Any]:
-        props: dict[str, Any] = {}
-        for p in self._fields:
-            value = row[p]
-            if value is None:
-                continue
-            if isinstance(value, (date, datetime)):
-                value = (to_utc(value).isoformat().replace("+00:00", "Z") if isinstance(value, datetime)
-                         else value.isoformat())
-            props[p] = value
-        attrs = row["attributes"]
-        if isinstance(attrs, str):
-            attrs = json.loads(attrs)
-        for k, v in (attrs or {}).items():
-            props.setdefault(k, v)
-        if select_properties:
-            props = {k: v for k, v in props.items() if k in select_properties}
         geometry = None if skip_geometry or row.get("geometry") is None else json.loads(row["geometry"])
-        return {"type": "Feature", "id": row["uid"], "geometry": geometry, "properties": props}
+        return {"type": "Feature", "id": row["uid"], "geometry": geometry,
+                "properties": feature_properties(row, self._fields, select_properties)}
 
 
-def _parse_interval(value: str) -> tuple[datetime | None, datetime | None]:
+def typed_equals(fields: dict[str, dict[str, str]], pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """Property = value filters of a layer, values converted to the property's type (400 if they cannot be)."""
+    out: dict[str, Any] = {}
+    for name, value in pairs:
+        if name not in fields or name in ("parent", "root"):
+            continue
+        kind = fields[name]["type"]
+        try:
+            out[name] = int(value) if kind == "integer" else float(value) if kind == "number" else value
+        except ValueError:
+            raise ProviderInvalidQueryError(user_msg=f"{name} must be a {kind}") from None
+    return out
+
+
+def feature_properties(row: Any, fields: dict[str, dict[str, str]], select: list[str] | None) -> dict[str, Any]:
+    """A feature's properties: the layer's typed columns, then its other attributes."""
+    props: dict[str, Any] = {}
+    for p in fields:
+        value = row[p]
+        if value is None:
+            continue
+        if isinstance(value, (date, datetime)):
+            value = (to_utc(value).isoformat().replace("+00:00", "Z") if isinstance(value, datetime)
+                     else value.isoformat())
+        props[p] = value
+    attrs = row["attributes"]
+    if isinstance(attrs, str):
+        attrs = json.loads(attrs)
+    for k, v in (attrs or {}).items():
+        props.setdefault(k, v)
+    if select:
+        props = {k: v for k, v in props.items() if k in select}
+    return props
+
+
+def parse_interval(value: str) -> tuple[datetime | None, datetime | None]:
     """An OGC datetime (instant, closed or open interval) as (start, end) in UTC."""
     def parse(part: str, end: bool) -> datetime | None:
         if part in ("", ".."):

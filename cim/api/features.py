@@ -1,0 +1,331 @@
+"""Our own OGC API – Features routes for the CIM layers' GeoJSON: items and single items, with Part 2.
+
+pygeoapi 0.24 cannot serve Part 2 right for data stored in EPSG:4550 (it transforms ``bbox-crs`` from two
+corners, cannot parse our GCJ-02/BD-09 URNs and mishandles axis order, ../shared/CRS-NOTES.md), so these
+routes answer GeoJSON requests themselves with :mod:`cim.crs`, and hand everything else (HTML, JSON-LD)
+to pygeoapi. Parameters:
+
+- ``crs``: output CRS, any 2D CRS of the registry (default CRS84) in its own axis order (EPSG:4490 lat/lon,
+  EPSG:4550 north/east); EPSG targets are transformed and axis-swapped in the database, GCJ-02/BD-09 and
+  local systems in numpy. The response says which in ``Content-Crs``.
+- ``bbox`` with ``bbox-crs`` (default CRS84): densified, transformed to the storage CRS; a CRS84 bbox is
+  clipped to the data's area and may cross the antimeridian.
+- ``datetime`` on validity time, ``limit`` (clamped to the configured maximum), ``offset``, ``properties``,
+  ``skipGeometry``, ``sortby``, and property = value filters on the layer's queryable properties.
+- Anything else is a 400 (OGC's test 21), as is every malformed value.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import urlencode
+
+import numpy as np
+import shapely
+from pygeoapi.provider.base import ProviderGenericError
+from shapely.geometry import mapping, shape
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from cim.api.provider import CIMProvider, feature_properties, parse_interval, typed_equals
+from cim.crs.registry import CRS84_URI, CRSInfo, UnknownCRS, default_registry
+from cim.crs.transform import OutsideArea, bbox_polygon, clip_lonlat_bbox, swap_axes, transform
+from cim.db.queries import FeatureQuery, count_features, select_feature, select_features
+
+GEOJSON = "application/geo+json"
+RESERVED = {"f", "lang", "bbox", "bbox-crs", "crs", "datetime", "limit", "offset", "properties", "skipGeometry",
+            "sortby", "resulttype"}
+NOT_YET = {"filter", "filter-lang", "filter-crs", "q", "ids"}  # issue 3
+
+
+class BadRequest(Exception):
+    def __init__(self, message: str, code: str = "InvalidParameterValue", status: int = HTTPStatus.BAD_REQUEST):
+        super().__init__(message)
+        self.code, self.status = code, status
+
+
+def output_crs_uris() -> list[str]:
+    """The CRSs features can be written in: every 2D CRS of the registry (footprints are 2D)."""
+    reg = default_registry()
+    return [u for u in reg.uris if (i := reg.resolve(u)).dimension == 2 and not i.pyproj_crs.is_geocentric]
+
+
+def _exception(exc: BadRequest) -> Response:
+    body = {"code": exc.code, "type": exc.code, "description": str(exc)}
+    return Response(json.dumps(body, ensure_ascii=False), status_code=exc.status, media_type="application/json")
+
+
+def wants_geojson(request: Request) -> bool:
+    """True for f=json/geojson, or no f and an Accept header that does not prefer HTML."""
+    f = request.query_params.get("f")
+    if f is not None:
+        return f.lower() in ("json", "geojson")
+    return "text/html" not in request.headers.get("accept", "")
+
+
+class FeaturesEndpoint:
+    """ASGI endpoint for ``/collections/{collection}/items[/{feature}]``; delegates non-GeoJSON to pygeoapi."""
+
+    def __init__(self, fallback: ASGIApp, layers: dict[str, dict[str, Any]], base_url: str,
+                 limits: dict[str, int], single: bool) -> None:
+        self.fallback, self.layers, self.base_url, self.single = fallback, layers, base_url.rstrip("/"), single
+        self.default_limit = int(limits.get("default_items", 10))
+        self.max_limit = int(limits.get("max_items", 10000))
+        self.output_crs = output_crs_uris()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        collection = scope["path_params"]["collection"]
+        if collection not in self.layers or not wants_geojson(request) or request.method != "GET":
+            await self.fallback(scope, receive, send)
+            return
+        try:
+            handler: Callable = self._item if self.single else self._items
+            body, headers = await run_in_threadpool(handler, request, collection)
+            response = Response(body, media_type=GEOJSON, headers=headers)
+        except BadRequest as exc:
+            response = _exception(exc)
+        except ProviderGenericError as exc:
+            response = _exception(BadRequest(exc.message, exc.ogc_exception_code, exc.http_status_code))
+        await response(scope, receive, send)
+
+    # ------------------------------------------------------------------ parameters
+    def _provider(self, collection: str) -> CIMProvider:
+        return CIMProvider(self.layers[collection])
+
+    def _output_crs(self, request: Request) -> CRSInfo:
+        value = request.query_params.get("crs", CRS84_URI)
+        try:
+            info = default_registry().resolve(value)
+        except UnknownCRS:
+            info = None
+        if info is None or info.uri not in self.output_crs:
+            raise BadRequest(f"crs: unsupported CRS {value!r}; supported: {', '.join(self.output_crs)}")
+        return info
+
+    def _check_params(self, request: Request, provider: CIMProvider, allowed: set[str]) -> None:
+        for name in request.query_params:
+            if name in NOT_YET:
+                raise BadRequest(f"{name}: not supported on this collection yet")
+            if name not in allowed and name not in provider.get_fields():
+                raise BadRequest(f"unknown query parameter {name!r}")
+
+    def _area(self, request: Request, provider: CIMProvider) -> shapely.Geometry | None:
+        raw = request.query_params.get("bbox")
+        bbox_crs_text = request.query_params.get("bbox-crs")
+        if raw is None:
+            if bbox_crs_text is not None:
+                raise BadRequest("bbox-crs: given without bbox")
+            return None
+        reg = default_registry()
+        try:
+            bbox_crs = reg.resolve(bbox_crs_text or CRS84_URI)
+        except UnknownCRS as exc:
+            raise BadRequest(f"bbox-crs: {exc}") from None
+        try:
+            values = [float(v) for v in raw.split(",")]
+        except ValueError:
+            raise BadRequest("bbox: numbers separated by commas") from None
+        if len(values) not in (4, 6) or not all(v == v and abs(v) != float("inf") for v in values):
+            raise BadRequest("bbox: 4 or 6 finite numbers")
+        half = len(values) // 2
+        a0, b0, a1, b1 = values[0], values[1], values[half], values[half + 1]
+        (x0, x1), (y0, y1) = swap_axes(bbox_crs, (a0, a1), (b0, b1))  # the CRS's axis order → x/y
+        if y0 > y1 or (x0 > x1 and not bbox_crs.geographic):
+            raise BadRequest("bbox: the lower corner must come first (min <= max)")
+        storage = reg.epsg(provider.storage_srid)
+        if bbox_crs.uri == CRS84_URI:
+            polygons = [bbox_polygon(b, bbox_crs, storage) for b in clip_lonlat_bbox((x0, y0, x1, y1), storage.area)]
+            return shapely.union_all(polygons) if polygons else shapely.Polygon()
+        try:
+            return bbox_polygon((x0, y0, x1, y1), bbox_crs, storage)
+        except OutsideArea as exc:
+            raise BadRequest(f"bbox: {exc}") from None
+
+    def _int(self, request: Request, name: str, default: int, minimum: int) -> int:
+        raw = request.query_params.get(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise BadRequest(f"{name}: an integer, got {raw!r}") from None
+        if value < minimum:
+            raise BadRequest(f"{name}: at least {minimum}")
+        return value
+
+    # ------------------------------------------------------------------ handlers
+    def _items(self, request: Request, collection: str) -> tuple[str, dict[str, str]]:
+        provider = self._provider(collection)
+        fields = provider.get_fields()
+        self._check_params(request, provider, RESERVED)
+        out_crs = self._output_crs(request)
+        limit = min(self._int(request, "limit", self.default_limit, 1), self.max_limit)
+        offset = self._int(request, "offset", 0, 0)
+        select = _csv(request.query_params.get("properties"))
+        for p in select:
+            if p not in fields:
+                raise BadRequest(f"properties: unknown property {p!r}")
+        sortby = []
+        for key in _csv(request.query_params.get("sortby")):
+            name, asc = (key[1:], key[0] != "-") if key[0] in "+-" else (key, True)
+            if name not in fields or name in ("parent", "root"):
+                raise BadRequest(f"sortby: unknown property {name!r}")
+            sortby.append((name, asc))
+        skip_geometry = _bool(request.query_params.get("skipGeometry"), "skipGeometry")
+        when = request.query_params.get("datetime")
+        equals = typed_equals(fields, [(k, v) for k, v in request.query_params.items() if k not in RESERVED])
+        srid, swap, post = _sql_output(out_crs)
+        q = FeatureQuery(collection_layer(self.layers[collection]), area=self._area(request, provider),
+                         time=parse_interval(when) if when else None, equals=equals, sortby=sortby, limit=limit,
+                         offset=offset, with_geometry=not skip_geometry, output_srid=srid, swap_xy=swap)
+        with provider.engine.connect() as conn:
+            matched = conn.execute(count_features(provider.tables, provider.dialect, q)).scalar_one()
+            rows = conn.execute(select_features(provider.tables, provider.dialect, q)).mappings().all()
+        features = [_feature_json(r, fields, select or None, post) for r in rows]
+        url = f"{self.base_url}/collections/{collection}/items"
+        params = [(k, v) for k, v in request.query_params.multi_items() if k not in ("f", "offset")]
+        links = [_link("self", GEOJSON, url, params + [("f", "json")] + ([("offset", str(offset))] if offset else [])),
+                 _link("alternate", "text/html", url, params + [("f", "html")]),
+                 {"rel": "collection", "type": "application/json", "href": f"{self.base_url}/collections/{collection}"}]
+        if offset + len(features) < matched:
+            links.append(_link("next", GEOJSON, url, params + [("f", "json"), ("offset", str(offset + limit))]))
+        if offset > 0:
+            links.append(_link("prev", GEOJSON, url, params + [("f", "json"), ("offset", str(max(0, offset - limit)))]))
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        body = ('{"type":"FeatureCollection","features":[' + ",".join(features) + f'],"numberMatched":{matched},'
+                f'"numberReturned":{len(features)},"links":{json.dumps(links, ensure_ascii=False)},'
+                f'"timeStamp":"{stamp}"}}')
+        return body, {"Content-Crs": f"<{out_crs.uri}>"}
+
+    def _item(self, request: Request, collection: str) -> tuple[str, dict[str, str]]:
+        provider = self._provider(collection)
+        self._check_params(request, provider, {"f", "lang", "crs"})
+        out_crs = self._output_crs(request)
+        srid, swap, post = _sql_output(out_crs)
+        fid = request.path_params["feature"]
+        with provider.engine.connect() as conn:
+            row = conn.execute(select_feature(provider.tables, provider.dialect, provider.layer, fid, srid,
+                                              swap_xy=swap)).mappings().first()
+        if row is None:
+            raise BadRequest(f"no feature {fid!r} in {collection}", "NotFound", HTTPStatus.NOT_FOUND)
+        url = f"{self.base_url}/collections/{collection}/items/{fid}"
+        feature = json.loads(_feature_json(row, provider.get_fields(), None, post))
+        params = [(k, v) for k, v in request.query_params.multi_items() if k != "f"]
+        feature["links"] = [_link("self", GEOJSON, url, params + [("f", "json")]),
+                            _link("alternate", "text/html", url, params + [("f", "html")]),
+                            {"rel": "collection", "type": "application/json",
+                             "href": f"{self.base_url}/collections/{collection}"}]
+        return json.dumps(feature, ensure_ascii=False), {"Content-Crs": f"<{out_crs.uri}>"}
+
+
+def collection_layer(provider_def: dict[str, Any]) -> str:
+    return str(provider_def["data"])
+
+
+def _sql_output(info: CRSInfo) -> tuple[int, bool, CRSInfo | None]:
+    """(SRID the database writes, swap axes there, CRS to transform to afterwards in numpy or None)."""
+    epsg = info.pyproj_crs.to_epsg() if info.offset is None and not info.pyproj_crs.is_compound else None
+    if info.uri == CRS84_URI:
+        return 4326, False, None  # PostGIS and SpatiaLite write EPSG:4326 as lon/lat
+    if epsg is not None and not info.uri.startswith("urn:"):
+        return epsg, info.yx, None
+    return 4326, False, info  # GCJ-02, BD-09, local systems: from CRS84 in numpy
+
+
+def _feature_json(row: Any, fields: dict[str, Any], select: list[str] | None, post: CRSInfo | None) -> str:
+    geometry = row.get("geometry")
+    if geometry is not None and post is not None:
+        geom = shape(json.loads(geometry))
+        coords = shapely.get_coordinates(geom)
+        reg = default_registry()
+        x, y, _ = transform(reg.resolve(CRS84_URI), post, coords[:, 0], coords[:, 1], check_area=False)
+        a, b = swap_axes(post, np.round(x, 9), np.round(y, 9))
+        geometry = json.dumps(mapping(shapely.set_coordinates(geom, np.column_stack([a, b]))))
+    props = json.dumps(feature_properties(row, fields, select), ensure_ascii=False)
+    return (f'{{"type":"Feature","id":{json.dumps(row["uid"])},"geometry":{geometry or "null"},'
+            f'"properties":{props}}}')
+
+
+def _link(rel: str, media_type: str, url: str, params: list[tuple[str, str]]) -> dict[str, str]:
+    return {"rel": rel, "type": media_type, "href": f"{url}?{urlencode(params)}" if params else url}
+
+
+def _csv(value: str | None) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+
+
+def _bool(value: str | None, name: str) -> bool:
+    if value is None:
+        return False
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise BadRequest(f"{name}: true or false")
+
+
+PART2_CONFORMANCE = "http://www.opengis.net/spec/ogcapi-features-2/1.0/conf/crs"
+
+
+class CollectionCRSMetadata:
+    """Adds Part 2 metadata to pygeoapi's JSON: each CIM collection's ``crs`` list, ``storageCrs`` and
+    ``storageCrsCoordinateEpoch``, and the CRS conformance class. (Declaring them to pygeoapi itself
+    would switch on its own, wrong, CRS handling.)"""
+
+    def __init__(self, app: ASGIApp, layers: set[str], storage_srid: int) -> None:
+        self.app, self.layers = app, layers
+        self.storage_uri = f"http://www.opengis.net/def/crs/EPSG/0/{storage_srid}"
+        self.crs = output_crs_uris()
+
+    def _patch_collection(self, c: dict[str, Any]) -> None:
+        if c.get("id") in self.layers:
+            c["crs"] = self.crs
+            c["storageCrs"] = self.storage_uri
+            c["storageCrsCoordinateEpoch"] = 2000.0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "").rstrip("/") if scope["type"] == "http" else ""
+        parts = path.split("/")
+        if not (path in ("/collections", "/conformance") or (len(parts) == 3 and parts[1] == "collections")):
+            await self.app(scope, receive, send)
+            return
+        start: dict[str, Any] = {}
+        chunks: list[bytes] = []
+
+        async def capture(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                start["message"] = message
+                ctype = dict(message.get("headers", [])).get(b"content-type", b"")
+                start["json"] = ctype.startswith(b"application/json") and message["status"] == 200
+                if not start["json"]:
+                    await send(message)
+                return
+            if not start["json"]:
+                await send(message)
+                return
+            chunks.append(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            doc = json.loads(b"".join(chunks))
+            if path == "/conformance":
+                doc.setdefault("conformsTo", []).append(PART2_CONFORMANCE)
+            elif path == "/collections":
+                for c in doc.get("collections", []):
+                    self._patch_collection(c)
+            else:
+                self._patch_collection(doc)
+            body = json.dumps(doc, ensure_ascii=False).encode()
+            head = start["message"]
+            head["headers"] = [(k, v) for k, v in head.get("headers", []) if k.lower() != b"content-length"]
+            head["headers"].append((b"content-length", str(len(body)).encode()))
+            await send(head)
+            await send({"type": "http.response.body", "body": body})
+
+        await self.app(scope, receive, capture)

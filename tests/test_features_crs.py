@@ -1,0 +1,159 @@
+"""OGC API – Features Part 2 over HTTP on both backends: crs, bbox-crs, Content-Crs, axis order per CRS,
+collection CRS metadata; and the strict parameter handling of our items route."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import shapely
+from sqlalchemy import text
+
+from cim.crs import gcj
+from cim.crs.registry import default_registry
+from cim.crs.transform import transform
+
+ITEMS = "/collections/buildings/items"
+CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
+EPSG = "http://www.opengis.net/def/crs/EPSG/0/"
+BBOX84 = (123.765, 41.295, 123.775, 41.302)
+
+
+def coords(feature) -> np.ndarray:
+    return shapely.get_coordinates(shapely.geometry.shape(feature["geometry"]))
+
+
+def get(http, **params):
+    r = http.get(ITEMS, params={"f": "json", "limit": 5, **params})
+    assert r.status_code == 200, r.text
+    return r
+
+
+def test_default_is_crs84(http):
+    r = get(http)
+    assert r.headers["content-crs"] == f"<{CRS84}>" and r.headers["content-type"].startswith("application/geo+json")
+
+
+def test_epsg4490_is_lat_lon(http):
+    base = get(http).json()["features"]
+    r = get(http, crs=f"{EPSG}4490")
+    assert r.headers["content-crs"] == f"<{EPSG}4490>"
+    for a, b in zip(base, r.json()["features"], strict=True):
+        lonlat, latlon = coords(a), coords(b)
+        assert 41 < latlon[0, 0] < 42 and 123 < latlon[0, 1] < 125
+        assert np.abs(latlon[:, ::-1] - lonlat).max() < 1e-8
+
+
+def test_epsg4550_is_north_east_and_matches_storage(http, server):
+    r = get(http, crs="EPSG:4550")
+    assert r.headers["content-crs"] == f"<{EPSG}4550>"
+    f = r.json()["features"][0]
+    engine = server.db.engine()
+    fn = "ST_AsText" if engine.dialect.name == "postgresql" else "AsText"
+    with engine.connect() as conn:
+        stored = shapely.from_wkt(conn.execute(text(f"SELECT {fn}(geom) FROM city_object WHERE uid = :u"),
+                                               {"u": f["id"]}).scalar())
+    engine.dispose()
+    assert np.abs(coords(f)[:, ::-1] - shapely.get_coordinates(stored)).max() < 1e-3
+
+
+@pytest.mark.parametrize("uri,forward", [("urn:benxi-cim:crs:GCJ-02", gcj.wgs84_to_gcj02),
+                                         ("urn:benxi-cim:crs:BD-09", gcj.wgs84_to_bd09)])
+def test_gcj02_and_bd09_output(http, uri, forward):
+    base = get(http).json()["features"]
+    r = get(http, crs=uri)
+    assert r.headers["content-crs"] == f"<{uri}>"
+    for a, b in zip(base, r.json()["features"], strict=True):
+        lon, lat = forward(coords(a)[:, 0], coords(a)[:, 1])
+        assert np.abs(coords(b) - np.column_stack([lon, lat])).max() < 1e-8
+
+
+def test_local_system_output(http):
+    uri = "urn:benxi-cim:crs:local:example-tm-raised"
+    base = get(http).json()["features"][0]
+    got = coords(get(http, crs=uri).json()["features"][0])
+    reg = default_registry()
+    x, y, _ = transform(reg.resolve("OGC:CRS84"), reg.resolve(uri), coords(base)[:, 0], coords(base)[:, 1])
+    assert np.abs(got - np.column_stack([x, y])).max() < 1e-3
+
+
+def _ids(http, **params) -> set[str]:
+    body = http.get(ITEMS, params={"f": "json", "limit": 10000, **params}).json()
+    assert body["numberMatched"] == body["numberReturned"]
+    return {f["id"] for f in body["features"]}
+
+
+def test_bbox_crs_in_each_axis_order(http, server):
+    want = _ids(http, bbox=",".join(map(str, BBOX84)))
+    assert want
+    # EPSG:4490: the same box, latitude first
+    assert _ids(http, bbox=f"{BBOX84[1]},{BBOX84[0]},{BBOX84[3]},{BBOX84[2]}", **{"bbox-crs": "EPSG:4490"}) == want
+    # EPSG:4550: northing first; the reference is the database's own intersection with that box
+    box = (4573900.0, 564000.0, 4574600.0, 565000.0)
+    got = _ids(http, bbox=",".join(map(str, box)), **{"bbox-crs": f"{EPSG}4550"})
+    engine = server.db.engine()
+    fn = "ST_GeomFromText" if engine.dialect.name == "postgresql" else "GeomFromText"
+    with engine.connect() as conn:
+        ref = set(conn.execute(text(
+            f"SELECT uid FROM city_object WHERE layer = 'buildings' AND ST_Intersects(geom, {fn}(:w, 4550))"),
+            {"w": shapely.box(box[1], box[0], box[3], box[2]).wkt}).scalars())
+    engine.dispose()
+    assert got == ref and got
+
+
+def test_following_next_links_sums_to_number_matched(http):
+    url, params, seen, matched = ITEMS, {"f": "json", "limit": 7, "bbox": ",".join(map(str, BBOX84))}, [], None
+    while url:
+        body = http.get(url, params=params).json()
+        matched = body["numberMatched"]
+        seen += [f["id"] for f in body["features"]]
+        nxt = [link["href"] for link in body["links"] if link["rel"] == "next"]
+        url, params = (nxt[0], None) if nxt else (None, None)
+    assert len(seen) == matched == len(set(seen)) > 7
+
+
+def test_single_item_in_a_crs(http):
+    fid = get(http).json()["features"][0]["id"]
+    r = http.get(f"{ITEMS}/{fid}", params={"f": "json", "crs": "EPSG:4490"})
+    assert r.status_code == 200 and r.headers["content-crs"] == f"<{EPSG}4490>"
+    body = r.json()
+    assert body["id"] == fid and 41 < coords(body)[0, 0] < 42
+    assert {link["rel"] for link in body["links"]} >= {"self", "alternate", "collection"}
+    assert http.get(f"{ITEMS}/nope", params={"f": "json"}).status_code == 404
+
+
+def test_collection_crs_metadata(http):
+    c = http.get("/collections/buildings", params={"f": "json"}).json()
+    assert c["storageCrs"] == f"{EPSG}4550" and c["storageCrsCoordinateEpoch"] == 2000.0
+    assert {CRS84, f"{EPSG}4490", f"{EPSG}4550", "urn:benxi-cim:crs:GCJ-02"} <= set(c["crs"])
+    listed = {x["id"]: x for x in http.get("/collections", params={"f": "json"}).json()["collections"]}
+    assert listed["pipelines"]["storageCrs"] == f"{EPSG}4550"
+    conformance = http.get("/conformance", params={"f": "json"}).json()["conformsTo"]
+    assert "http://www.opengis.net/spec/ogcapi-features-2/1.0/conf/crs" in conformance
+
+
+@pytest.mark.parametrize("params,fragment", [
+    ({"crs": "EPSG:4978"}, "crs: unsupported"),
+    ({"crs": "EPSG:2000"}, "crs: unsupported"),
+    ({"bbox-crs": "EPSG:4490"}, "without bbox"),
+    ({"bbox": "1,2,3,4", "bbox-crs": "EPSG:12345"}, "bbox-crs"),
+    ({"bbox": "41.3,123.7,41.2,123.8", "bbox-crs": "EPSG:4490"}, "min <= max"),
+    ({"bbox": "1,2,3"}, "bbox"),
+    ({"foo": "bar"}, "unknown query parameter 'foo'"),
+    ({"limit": "0"}, "limit"),
+    ({"limit": "ten"}, "limit"),
+    ({"offset": "-1"}, "offset"),
+    ({"sortby": "-nope"}, "sortby"),
+    ({"properties": "nope"}, "properties"),
+    ({"skipGeometry": "maybe"}, "skipGeometry"),
+    ({"floors": "many"}, "floors"),
+    ({"datetime": "garbage"}, "datetime"),
+])
+def test_bad_parameters_are_400(http, params, fragment):
+    r = http.get(ITEMS, params={"f": "json", **params})
+    assert r.status_code == 400, r.text
+    assert fragment in r.json()["description"]
+
+
+def test_limit_is_clamped(http):
+    r = http.get("/collections/pipe-nodes/items", params={"f": "json", "limit": 1_000_000})
+    assert r.status_code == 200 and r.json()["numberReturned"] <= 10000
