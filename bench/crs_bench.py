@@ -71,7 +71,7 @@ def main() -> None:
     tb = timed(lambda: gcj.wgs84_to_bd09(lon, lat))
     results["gcj02"] = {"forward_Mpts_s": round(N / t / 1e6, 2), "inverse_Mpts_s": round(N / ti / 1e6, 2),
                         "wgs84_to_bd09_Mpts_s": round(N / tb / 1e6, 2)}
-    results["http_1M_points"] = http_bench(lon, lat)
+    results["http_1M_points"], results["items_crs_cost"] = http_bench(lon, lat)
     print(json.dumps(results, indent=2))
 
 
@@ -82,6 +82,7 @@ def http_bench(lon: np.ndarray, lat: np.ndarray) -> dict:
         env = {**os.environ, "CIM_DATABASE_URL": f"sqlite:///{tmp}/cim.sqlite", "CIM_DATA_DIR": tmp}
         cim = [str(ROOT / ".venv/bin/python"), "-m", "cim.cli"]
         subprocess.run([*cim, "db", "init"], env=env, check=True, capture_output=True, cwd=ROOT)
+        subprocess.run([*cim, "demo", "--size", "5000"], env=env, check=True, capture_output=True, cwd=ROOT)
         server = subprocess.Popen([*cim, "serve", "--port", str(port)], env=env, cwd=ROOT,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
@@ -102,11 +103,30 @@ def http_bench(lon: np.ndarray, lat: np.ndarray) -> dict:
 
             raw = Transformer.from_crs(4326, 4550, always_xy=True)
             http_s, raw_s = alternate(call, lambda: raw.transform(lon, lat))
+            crs_cost = items_crs_cost(port)
         finally:
             server.terminate()
             server.wait()
-    return {"http_s": round(http_s, 2), "http_Mpts_s": round(len(lon) / http_s / 1e6, 3),
-            "raw_pyproj_s": round(raw_s, 3), "http_vs_raw_pyproj": round(raw_s / http_s, 3)}
+    return ({"http_s": round(http_s, 2), "http_Mpts_s": round(len(lon) / http_s / 1e6, 3),
+             "raw_pyproj_s": round(raw_s, 3), "http_vs_raw_pyproj": round(raw_s / http_s, 3)}, crs_cost)
+
+
+def items_crs_cost(port: int, requests: int = 60) -> dict:
+    """Median latency of an items page (~500 m bbox, limit 100) per output CRS, alternating the CRSs."""
+    base = (f"http://127.0.0.1:{port}/collections/buildings/items?f=json&limit=100"
+            "&bbox=123.765,41.295,123.771,41.300")
+    variants = {"CRS84": "", "EPSG:4490": "&crs=EPSG:4490", "EPSG:4550": "&crs=EPSG:4550",
+                "GCJ-02": "&crs=urn:benxi-cim:crs:GCJ-02"}
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(requests):
+        for name, extra in variants.items():
+            t0 = time.perf_counter()
+            with urllib.request.urlopen(base + extra) as r:
+                r.read()
+            times[name].append(time.perf_counter() - t0)
+    ref = statistics.median(times["CRS84"])
+    return {name: {"median_ms": round(statistics.median(t) * 1000, 1),
+                   "vs_crs84": round(statistics.median(t) / ref, 2)} for name, t in times.items()}
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cim.api.provider import CIMProvider, feature_properties, parse_interval, typed_equals
+from cim.crs import crs84_srid
 from cim.crs.registry import CRS84_URI, CRSInfo, UnknownCRS, default_registry
 from cim.crs.transform import OutsideArea, bbox_polygon, clip_lonlat_bbox, swap_axes, transform
 from cim.db.queries import FeatureQuery, count_features, select_feature, select_features
@@ -181,7 +182,7 @@ class FeaturesEndpoint:
         skip_geometry = _bool(request.query_params.get("skipGeometry"), "skipGeometry")
         when = request.query_params.get("datetime")
         equals = typed_equals(fields, [(k, v) for k, v in request.query_params.items() if k not in RESERVED])
-        srid, swap, post = _sql_output(out_crs)
+        srid, swap, post = _sql_output(out_crs, provider.storage_srid)
         q = FeatureQuery(collection_layer(self.layers[collection]), area=self._area(request, provider),
                          time=parse_interval(when) if when else None, equals=equals, sortby=sortby, limit=limit,
                          offset=offset, with_geometry=not skip_geometry, output_srid=srid, swap_xy=swap)
@@ -208,7 +209,7 @@ class FeaturesEndpoint:
         provider = self._provider(collection)
         self._check_params(request, provider, {"f", "lang", "crs"})
         out_crs = self._output_crs(request)
-        srid, swap, post = _sql_output(out_crs)
+        srid, swap, post = _sql_output(out_crs, provider.storage_srid)
         fid = request.path_params["feature"]
         with provider.engine.connect() as conn:
             row = conn.execute(select_feature(provider.tables, provider.dialect, provider.layer, fid, srid,
@@ -229,14 +230,13 @@ def collection_layer(provider_def: dict[str, Any]) -> str:
     return str(provider_def["data"])
 
 
-def _sql_output(info: CRSInfo) -> tuple[int, bool, CRSInfo | None]:
+def _sql_output(info: CRSInfo, storage_srid: int) -> tuple[int, bool, CRSInfo | None]:
     """(SRID the database writes, swap axes there, CRS to transform to afterwards in numpy or None)."""
-    epsg = info.pyproj_crs.to_epsg() if info.offset is None and not info.pyproj_crs.is_compound else None
     if info.uri == CRS84_URI:
-        return 4326, False, None  # PostGIS and SpatiaLite write EPSG:4326 as lon/lat
-    if epsg is not None and not info.uri.startswith("urn:"):
-        return epsg, info.yx, None
-    return 4326, False, info  # GCJ-02, BD-09, local systems: from CRS84 in numpy
+        return crs84_srid(storage_srid), False, None
+    if info.epsg is not None:  # plain EPSG CRSs (not compound, not ours): the database transforms
+        return info.epsg, info.yx, None
+    return crs84_srid(storage_srid), False, info  # GCJ-02, BD-09, local systems: from CRS84 in numpy
 
 
 def _feature_json(row: Any, fields: dict[str, Any], select: list[str] | None, post: CRSInfo | None) -> str:

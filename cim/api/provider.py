@@ -27,6 +27,7 @@ from pygeoapi.provider.base import (
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from cim.crs import crs84_srid
 from cim.crs.registry import CRS84_URI, default_registry
 from cim.crs.transform import bbox_polygon, clip_lonlat_bbox
 from cim.db.engine import CIMDatabaseError, open_engine
@@ -100,6 +101,7 @@ class CIMProvider(BaseProvider):
             limit=limit,
             offset=offset,
             with_geometry=not skip_geometry,
+            output_srid=crs84_srid(self.storage_srid),
         )
         try:
             with self.engine.connect() as conn:
@@ -116,7 +118,8 @@ class CIMProvider(BaseProvider):
     def get(self, identifier: str, **kwargs: Any) -> dict[str, Any]:
         try:
             with self.engine.connect() as conn:
-                row = conn.execute(select_feature(self.tables, self.dialect, self.layer, str(identifier))).mappings().first()
+                row = conn.execute(select_feature(self.tables, self.dialect, self.layer, str(identifier),
+                                                  crs84_srid(self.storage_srid))).mappings().first()
         except SQLAlchemyError as exc:
             LOGGER.exception("get failed")
             raise ProviderQueryError(user_msg="query failed in the CIM database") from exc

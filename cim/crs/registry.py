@@ -65,6 +65,8 @@ class CRSInfo:
     area: tuple[float, float, float, float] | None = None  # lon/lat bounds of its area of use
     # For a CRS with 1985 National Height Datum heights: the height-anomaly grid (None: not configured)
     geoid_grid: str | None = None
+    # Its EPSG code when it has one (found once here: pyproj's to_epsg() can take 10 ms)
+    epsg: int | None = None
 
     @property
     def normal_heights(self) -> bool:
@@ -143,8 +145,9 @@ def _info(uri: str, definition: str | None = None, name: str | None = None) -> C
     if area is None and crs.is_compound:
         sub = crs.sub_crs_list[0]
         area = sub.area_of_use.bounds if sub.area_of_use else None
+    epsg = int(uri.rsplit("/", 1)[-1]) if uri.startswith(f"{OGC_DEF}/EPSG/0/") else None
     return CRSInfo(uri, name or crs.name, crs, yx=first in ("north", "south"), dimension=len(crs.axis_info),
-                   geographic=crs.is_geographic, area=area)
+                   geographic=crs.is_geographic, area=area, epsg=epsg)
 
 
 class CRSRegistry:
