@@ -10,6 +10,7 @@ to pygeoapi. Parameters:
   local systems in numpy. The response says which in ``Content-Crs``.
 - ``bbox`` with ``bbox-crs`` (default CRS84): densified, transformed to the storage CRS; a CRS84 bbox is
   clipped to the data's area and may cross the antimeridian.
+- ``filter`` (CQL2 text or JSON, ``filter-lang``) with ``filter-crs``: compiled to SQL by :mod:`cim.db.cql`.
 - ``datetime`` on validity time, ``limit`` (clamped to the configured maximum), ``offset``, ``properties``,
   ``skipGeometry``, ``sortby``, and property = value filters on the layer's queryable properties.
 - Anything else is a 400 (OGC's test 21), as is every malformed value.
@@ -37,12 +38,13 @@ from cim.api.provider import CIMProvider, feature_properties, parse_interval, ty
 from cim.crs import crs84_srid
 from cim.crs.registry import CRS84_URI, CRSInfo, UnknownCRS, default_registry
 from cim.crs.transform import OutsideArea, bbox_polygon, clip_lonlat_bbox, swap_axes, transform
+from cim.db import cql
 from cim.db.queries import FeatureQuery, count_features, select_feature, select_features
 
 GEOJSON = "application/geo+json"
 RESERVED = {"f", "lang", "bbox", "bbox-crs", "crs", "datetime", "limit", "offset", "properties", "skipGeometry",
-            "sortby", "resulttype"}
-NOT_YET = {"filter", "filter-lang", "filter-crs", "q", "ids"}  # issue 3
+            "sortby", "resulttype", "filter", "filter-lang", "filter-crs"}
+NOT_YET = {"q", "ids"}  # issue 3
 
 
 class BadRequest(Exception):
@@ -114,7 +116,7 @@ class FeaturesEndpoint:
         for name in request.query_params:
             if name in NOT_YET:
                 raise BadRequest(f"{name}: not supported on this collection yet")
-            if name not in allowed and name not in provider.get_fields():
+            if name not in allowed and name not in provider.get_fields():  # property = value filters
                 raise BadRequest(f"unknown query parameter {name!r}")
 
     def _area(self, request: Request, provider: CIMProvider) -> shapely.Geometry | None:
@@ -148,6 +150,29 @@ class FeaturesEndpoint:
             return bbox_polygon((x0, y0, x1, y1), bbox_crs, storage)
         except OutsideArea as exc:
             raise BadRequest(f"bbox: {exc}") from None
+
+    def _filter(self, request: Request, provider: CIMProvider) -> list:
+        """The CQL2 ``filter`` (text or JSON) in ``filter-crs``, compiled to a WHERE clause."""
+        text_ = request.query_params.get("filter")
+        lang = request.query_params.get("filter-lang", "cql2-text")
+        crs_text = request.query_params.get("filter-crs")
+        if lang not in ("cql2-text", "cql2-json"):
+            raise BadRequest(f"filter-lang: cql2-text or cql2-json, got {lang!r}")
+        if text_ is None:
+            if crs_text is not None or "filter-lang" in request.query_params:
+                raise BadRequest("filter-lang/filter-crs: given without filter")
+            return []
+        reg = default_registry()
+        try:
+            filter_crs = reg.resolve(crs_text or CRS84_URI)
+        except UnknownCRS as exc:
+            raise BadRequest(f"filter-crs: {exc}") from None
+        try:
+            node = cql.parse(text_, lang)
+            return [cql.to_sql(node, provider.tables, provider.dialect, list(provider.get_fields()), filter_crs,
+                               reg.epsg(provider.storage_srid))]
+        except cql.FilterError as exc:
+            raise BadRequest(str(exc)) from None
 
     def _int(self, request: Request, name: str, default: int, minimum: int) -> int:
         raw = request.query_params.get(name)
@@ -185,7 +210,8 @@ class FeaturesEndpoint:
         srid, swap, post = _sql_output(out_crs, provider.storage_srid)
         q = FeatureQuery(collection_layer(self.layers[collection]), area=self._area(request, provider),
                          time=parse_interval(when) if when else None, equals=equals, sortby=sortby, limit=limit,
-                         offset=offset, with_geometry=not skip_geometry, output_srid=srid, swap_xy=swap)
+                         offset=offset, with_geometry=not skip_geometry, output_srid=srid, swap_xy=swap,
+                         conditions=self._filter(request, provider))
         with provider.engine.connect() as conn:
             matched = conn.execute(count_features(provider.tables, provider.dialect, q)).scalar_one()
             rows = conn.execute(select_features(provider.tables, provider.dialect, q)).mappings().all()
@@ -271,12 +297,21 @@ def _bool(value: str | None, name: str) -> bool:
     raise BadRequest(f"{name}: true or false")
 
 
-PART2_CONFORMANCE = "http://www.opengis.net/spec/ogcapi-features-2/1.0/conf/crs"
+CONFORMANCE = [
+    "http://www.opengis.net/spec/ogcapi-features-2/1.0/conf/crs",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/filter",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/features-filter",
+    "http://www.opengis.net/spec/cql2/1.0/conf/cql2-text",
+    "http://www.opengis.net/spec/cql2/1.0/conf/cql2-json",
+    "http://www.opengis.net/spec/cql2/1.0/conf/basic-cql2",
+    "http://www.opengis.net/spec/cql2/1.0/conf/basic-spatial-functions",
+    "http://www.opengis.net/spec/cql2/1.0/conf/basic-spatial-functions-plus",
+]
 
 
 class CollectionCRSMetadata:
     """Adds Part 2 metadata to pygeoapi's JSON: each CIM collection's ``crs`` list, ``storageCrs`` and
-    ``storageCrsCoordinateEpoch``, and the CRS conformance class. (Declaring them to pygeoapi itself
+    ``storageCrsCoordinateEpoch``, and the conformance classes our routes implement (CRS, filtering). (Declaring them to pygeoapi itself
     would switch on its own, wrong, CRS handling.)"""
 
     def __init__(self, app: ASGIApp, layers: set[str], storage_srid: int) -> None:
@@ -315,7 +350,7 @@ class CollectionCRSMetadata:
                 return
             doc = json.loads(b"".join(chunks))
             if path == "/conformance":
-                doc.setdefault("conformsTo", []).append(PART2_CONFORMANCE)
+                doc["conformsTo"] = list(dict.fromkeys(doc.get("conformsTo", []) + CONFORMANCE))
             elif path == "/collections":
                 for c in doc.get("collections", []):
                     self._patch_collection(c)

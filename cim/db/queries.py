@@ -47,6 +47,7 @@ class FeatureQuery:
     area: shapely.Geometry | None = None  # storage CRS: features intersecting it
     time: tuple[datetime | None, datetime | None] | None = None  # validity overlaps [start, end]
     equals: dict[str, Any] = field(default_factory=dict)  # property = value
+    conditions: list[ColumnElement[bool]] = field(default_factory=list)  # e.g. a compiled CQL2 filter
     sortby: list[tuple[str, bool]] = field(default_factory=list)  # (property, ascending)
     limit: int = 10
     offset: int = 0
@@ -104,6 +105,7 @@ def where_clauses(t: CIMTables, dialect: str, q: FeatureQuery) -> list[ColumnEle
         out.append(_time_filter(t, *q.time))
     for prop, value in q.equals.items():
         out.append(co.c[PROPERTY_COLUMN.get(prop, prop)] == value)
+    out.extend(q.conditions)
     return out
 
 
