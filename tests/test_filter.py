@@ -110,3 +110,12 @@ def test_queryables_and_conformance(http):
     assert {"http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/filter",
             "http://www.opengis.net/spec/cql2/1.0/conf/cql2-text",
             "http://www.opengis.net/spec/cql2/1.0/conf/cql2-json"} <= conf
+
+
+def test_bbox_crs_gcj02(http, a_building):
+    """A Gaode-map client sends its viewport in GCJ-02: the building under it is found."""
+    uid, lon, lat, _ = a_building
+    glon, glat = gcj.wgs84_to_gcj02(lon, lat)
+    d = 0.00002  # about 2 m
+    got = ids(http, bbox=f"{glon - d},{glat - d},{glon + d},{glat + d}", **{"bbox-crs": "urn:benxi-cim:crs:GCJ-02"})
+    assert uid in got and len(got) <= 3
