@@ -137,3 +137,24 @@ def test_bad_bbox_is_a_400(http, bbox):
     body = r.json()
     assert r.status_code == 400 and body["code"] in ("InvalidParameterValue", "InvalidQuery")
     assert "bbox" in body["description"] or "maxy" in body["description"]
+
+
+def test_parent_and_root_select_components(http, server):
+    """All components of a building (root=), all spaces of a storey (parent=&class=Space)."""
+    b = http.get("/collections/buildings/items", params={"f": "json", "limit": 1}).json()["features"][0]
+    comps = http.get("/collections/building-components/items",
+                     params={"f": "json", "root": b["id"], "limit": 10000}).json()
+    engine = server.db.engine()
+    with engine.connect() as conn:
+        n = conn.execute(text("SELECT count(*) FROM city_object c JOIN city_object r ON r.id = c.root_id "
+                              "WHERE r.uid = :u"), {"u": b["id"]}).scalar()
+    engine.dispose()
+    assert comps["numberMatched"] == n > 0 and all(f["properties"]["root"] == b["id"] for f in comps["features"])
+    storey = next(f for f in comps["features"] if f["properties"]["class"] == "Storey")
+    spaces = http.get("/collections/building-components/items",
+                      params={"f": "json", "parent": storey["id"], "class": "Space", "limit": 1000}).json()
+    assert spaces["numberMatched"] > 1
+    assert all(f["properties"]["parent"] == storey["id"] and f["properties"]["class"] == "Space"
+               for f in spaces["features"])
+    none = http.get("/collections/building-components/items", params={"f": "json", "root": "BX-NOPE"}).json()
+    assert none["numberMatched"] == 0

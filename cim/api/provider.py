@@ -154,7 +154,7 @@ def typed_equals(fields: dict[str, dict[str, str]], pairs: list[tuple[str, str]]
     """Property = value filters of a layer, values converted to the property's type (400 if they cannot be)."""
     out: dict[str, Any] = {}
     for name, value in pairs:
-        if name not in fields or name in ("parent", "root"):
+        if name not in fields:
             continue
         kind = fields[name]["type"]
         try:

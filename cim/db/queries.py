@@ -31,6 +31,8 @@ LAYER_FIELDS: dict[str, tuple[str, ...]] = {
 # property name → column name where they differ
 PROPERTY_COLUMN = {"class": "object_class"}
 COLUMN_PROPERTY = {v: k for k, v in PROPERTY_COLUMN.items()}
+# properties that name another object by its uid, and the id column that holds the link
+LINKS = {"parent": "parent_id", "root": "root_id"}
 
 
 def layer_properties(layer: str) -> list[str]:
@@ -104,7 +106,11 @@ def where_clauses(t: CIMTables, dialect: str, q: FeatureQuery) -> list[ColumnEle
     if q.time is not None:
         out.append(_time_filter(t, *q.time))
     for prop, value in q.equals.items():
-        out.append(co.c[PROPERTY_COLUMN.get(prop, prop)] == value)
+        if prop in LINKS:  # parent=<uid>, root=<uid>: the components of a storey, of a building
+            other = aliased(co)
+            out.append(co.c[LINKS[prop]] == select(other.c.id).where(other.c.uid == value).scalar_subquery())
+        else:
+            out.append(co.c[PROPERTY_COLUMN.get(prop, prop)] == value)
     out.extend(q.conditions)
     return out
 
