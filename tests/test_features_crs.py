@@ -157,3 +157,31 @@ def test_bad_parameters_are_400(http, params, fragment):
 def test_limit_is_clamped(http):
     r = http.get("/collections/pipe-nodes/items", params={"f": "json", "limit": 1_000_000})
     assert r.status_code == 200 and r.json()["numberReturned"] <= 10000
+
+
+def _link(body, rel):
+    return next((link["href"] for link in body["links"] if link["rel"] == rel), None)
+
+
+def test_keyset_pages_match_offset_pages_and_go_back(http):
+    params = {"f": "json", "limit": 50}
+    first = http.get("/collections/pipe-nodes/items", params=params).json()
+    assert "after=" in _link(first, "next") and _link(first, "prev") is None
+    pages = [first]
+    for _ in range(3):
+        pages.append(http.get(_link(pages[-1], "next")).json())
+    for i, page in enumerate(pages):
+        by_offset = http.get("/collections/pipe-nodes/items", params={**params, "offset": 50 * i}).json()
+        assert [f["id"] for f in page["features"]] == [f["id"] for f in by_offset["features"]]
+        assert page["numberMatched"] == first["numberMatched"]
+    back = http.get(_link(pages[3], "prev")).json()
+    assert [f["id"] for f in back["features"]] == [f["id"] for f in pages[2]["features"]]
+    assert [f["id"] for f in http.get(_link(back, "next")).json()["features"]] == [
+        f["id"] for f in pages[3]["features"]]
+
+
+@pytest.mark.parametrize("params", [{"after": "abc"}, {"after": "5", "sortby": "name"}, {"after": "5", "before": "9"},
+                                    {"before": "0"}, {"after": "5", "offset": "10"}])
+def test_bad_page_tokens(http, params):
+    r = http.get("/collections/pipe-nodes/items", params={"f": "json", **params})
+    assert r.status_code == 400, r.text

@@ -11,6 +11,8 @@ to pygeoapi. Parameters:
 - ``bbox`` with ``bbox-crs`` (default CRS84): densified, transformed to the storage CRS; a CRS84 bbox is
   clipped to the data's area and may cross the antimeridian.
 - ``filter`` (CQL2 text or JSON, ``filter-lang``) with ``filter-crs``: compiled to SQL by :mod:`cim.db.cql`.
+- Paging: ``next``/``prev`` links carry ``after``/``before`` tokens (keyset on the primary key: a deep page
+  is as fast as the first); ``offset`` still works, and is what links use when the client sorts.
 - ``datetime`` on validity time, ``limit`` (clamped to the configured maximum), ``offset``, ``properties``,
   ``skipGeometry``, ``sortby``, and property = value filters on the layer's queryable properties.
 - Anything else is a 400 (OGC's test 21), as is every malformed value.
@@ -43,7 +45,7 @@ from cim.db.queries import FeatureQuery, count_features, select_feature, select_
 
 GEOJSON = "application/geo+json"
 RESERVED = {"f", "lang", "bbox", "bbox-crs", "crs", "datetime", "limit", "offset", "properties", "skipGeometry",
-            "sortby", "resulttype", "filter", "filter-lang", "filter-crs"}
+            "sortby", "resulttype", "filter", "filter-lang", "filter-crs", "after", "before"}
 NOT_YET = {"q", "ids"}  # issue 3
 
 
@@ -194,6 +196,8 @@ class FeaturesEndpoint:
         out_crs = self._output_crs(request)
         limit = min(self._int(request, "limit", self.default_limit, 1), self.max_limit)
         offset = self._int(request, "offset", 0, 0)
+        after = self._int(request, "after", -1, 0) if "after" in request.query_params else None
+        before = self._int(request, "before", -1, 1) if "before" in request.query_params else None
         select = _csv(request.query_params.get("properties"))
         for p in select:
             if p not in fields:
@@ -204,27 +208,45 @@ class FeaturesEndpoint:
             if name not in fields or name in ("parent", "root"):
                 raise BadRequest(f"sortby: unknown property {name!r}")
             sortby.append((name, asc))
+        if (after is not None or before is not None) and (sortby or offset or (after is not None and before is not None)):
+            raise BadRequest("after/before: page tokens from next/prev links; not with sortby, offset or each other")
+        # Keyset paging (next: after=<last id>) unless the client sorts or pages by offset itself.
+        keyset = not sortby and not offset
         skip_geometry = _bool(request.query_params.get("skipGeometry"), "skipGeometry")
         when = request.query_params.get("datetime")
         equals = typed_equals(fields, [(k, v) for k, v in request.query_params.items() if k not in RESERVED])
         srid, swap, post = _sql_output(out_crs, provider.storage_srid)
         q = FeatureQuery(collection_layer(self.layers[collection]), area=self._area(request, provider),
-                         time=parse_interval(when) if when else None, equals=equals, sortby=sortby, limit=limit,
-                         offset=offset, with_geometry=not skip_geometry, output_srid=srid, swap_xy=swap,
+                         time=parse_interval(when) if when else None, equals=equals, sortby=sortby,
+                         limit=limit + 1 if keyset else limit, offset=offset, after_id=after, before_id=before,
+                         with_geometry=not skip_geometry, output_srid=srid, swap_xy=swap,
                          conditions=self._filter(request, provider))
         with provider.engine.connect() as conn:
             matched = conn.execute(count_features(provider.tables, provider.dialect, q)).scalar_one()
-            rows = conn.execute(select_features(provider.tables, provider.dialect, q)).mappings().all()
+            rows = list(conn.execute(select_features(provider.tables, provider.dialect, q)).mappings().all())
+        more = keyset and len(rows) > limit  # one row beyond the page: there is another page that way
+        rows = rows[:limit]
+        if before is not None:
+            rows.reverse()
         features = [_feature_json(r, fields, select or None, post) for r in rows]
         url = f"{self.base_url}/collections/{collection}/items"
-        params = [(k, v) for k, v in request.query_params.multi_items() if k not in ("f", "offset")]
-        links = [_link("self", GEOJSON, url, params + [("f", "json")] + ([("offset", str(offset))] if offset else [])),
+        params = [(k, v) for k, v in request.query_params.multi_items() if k not in ("f", "offset", "after", "before")]
+        here = [("offset", str(offset))] if offset else [("after", str(after))] if after is not None else \
+            [("before", str(before))] if before is not None else []
+        links = [_link("self", GEOJSON, url, params + [("f", "json")] + here),
                  _link("alternate", "text/html", url, params + [("f", "html")]),
                  {"rel": "collection", "type": "application/json", "href": f"{self.base_url}/collections/{collection}"}]
-        if offset + len(features) < matched:
-            links.append(_link("next", GEOJSON, url, params + [("f", "json"), ("offset", str(offset + limit))]))
-        if offset > 0:
-            links.append(_link("prev", GEOJSON, url, params + [("f", "json"), ("offset", str(max(0, offset - limit)))]))
+        json_params = params + [("f", "json")]
+        if keyset:
+            if rows and (more if before is None else True):
+                links.append(_link("next", GEOJSON, url, json_params + [("after", str(rows[-1]["id"]))]))
+            if rows and (after is not None or (before is not None and more)):
+                links.append(_link("prev", GEOJSON, url, json_params + [("before", str(rows[0]["id"]))]))
+        else:
+            if offset + len(features) < matched:
+                links.append(_link("next", GEOJSON, url, json_params + [("offset", str(offset + limit))]))
+            if offset > 0:
+                links.append(_link("prev", GEOJSON, url, json_params + [("offset", str(max(0, offset - limit)))]))
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         body = ('{"type":"FeatureCollection","features":[' + ",".join(features) + f'],"numberMatched":{matched},'
                 f'"numberReturned":{len(features)},"links":{json.dumps(links, ensure_ascii=False)},'

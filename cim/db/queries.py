@@ -53,6 +53,9 @@ class FeatureQuery:
     sortby: list[tuple[str, bool]] = field(default_factory=list)  # (property, ascending)
     limit: int = 10
     offset: int = 0
+    # keyset paging on the primary key (deep pages as fast as the first): rows after / before an id
+    after_id: int | None = None
+    before_id: int | None = None
     with_geometry: bool = True
     output_srid: int = 4326
     swap_xy: bool = False  # write y/x (lat/lon, north/east) for CRSs whose first axis is northing
@@ -134,6 +137,10 @@ def select_features(t: CIMTables, dialect: str, q: FeatureQuery) -> Select:
     if "parent" in layer_properties(q.layer):
         stmt = stmt.outerjoin(parent, parent.c.id == co.c.parent_id).outerjoin(root, root.c.id == co.c.root_id)
     stmt = stmt.where(*where_clauses(t, dialect, q))
+    if q.after_id is not None:
+        stmt = stmt.where(co.c.id > q.after_id)
+    if q.before_id is not None:  # the page before: newest first here, the caller reverses it
+        return stmt.where(co.c.id < q.before_id).order_by(co.c.id.desc()).limit(q.limit)
     order = [co.c[PROPERTY_COLUMN.get(p, p)].asc() if asc else co.c[PROPERTY_COLUMN.get(p, p)].desc()
              for p, asc in q.sortby]
     return stmt.order_by(*order, co.c.id).limit(q.limit).offset(q.offset)
