@@ -158,3 +158,27 @@ def test_parent_and_root_select_components(http, server):
                for f in spaces["features"])
     none = http.get("/collections/building-components/items", params={"f": "json", "root": "BX-NOPE"}).json()
     assert none["numberMatched"] == 0
+
+
+def test_cim_level_geometries(http, server):
+    """cim_level=N: the 3D geometry at the highest level stored up to N, heights within the envelope."""
+    feats = http.get("/collections/buildings/items", params={"f": "json", "limit": 50, "cim_level": 3}).json()["features"]
+    kinds = set()
+    for f in feats:
+        solid = shapely.geometry.shape(f["geometry"])
+        assert solid.geom_type == "MultiPolygon" and shapely.has_z(solid)
+        z = shapely.get_coordinates(solid, include_z=True)[:, 2]
+        assert abs(z.min() - f["properties"]["min_z"]) < 1e-3 and abs(z.max() - f["properties"]["max_z"]) < 1e-3
+        kinds.add(len(solid.geoms))
+    assert 7 in kinds  # gable roofs (CIM3) among the flat-roofed CIM2 prisms
+    pipe = http.get("/collections/pipelines/items", params={"f": "json", "limit": 1, "cim_level": 3,
+                                                             "crs": "EPSG:4490"}).json()["features"][0]
+    (lat, lon, z), _ = pipe["geometry"]["coordinates"]
+    assert 41 < lat < 42 and 123 < lon < 125 and z < pipe["properties"]["max_z"]  # buried, lat/lon order
+    flat = http.get("/collections/buildings/items", params={"f": "json", "limit": 1, "cim_level": 1}).json()
+    assert not shapely.has_z(shapely.geometry.shape(flat["features"][0]["geometry"]))  # nothing at CIM1: footprint
+    one = feats[0]
+    item = http.get(f"/collections/buildings/items/{one['id']}", params={"f": "json", "cim_level": 3}).json()
+    assert item["geometry"] == one["geometry"]
+    for bad in ("0", "8", "high"):
+        assert http.get("/collections/buildings/items", params={"f": "json", "cim_level": bad}).status_code == 400

@@ -11,6 +11,9 @@ to pygeoapi. Parameters:
 - ``bbox`` with ``bbox-crs`` (default CRS84): densified, transformed to the storage CRS; a CRS84 bbox is
   clipped to the data's area and may cross the antimeridian.
 - ``filter`` (CQL2 text or JSON, ``filter-lang``) with ``filter-crs``: compiled to SQL by :mod:`cim.db.cql`.
+- ``cim_level`` (1–7): the geometry is the object's 3D geometry at the highest CIM level stored up to
+  that level (MultiPolygon Z, LineString Z, Point Z; heights in the 1985 datum); the default, without it,
+  is the 2D footprint, and so is the fallback for an object with nothing at or below the level.
 - Paging: ``next``/``prev`` links carry ``after``/``before`` tokens (keyset on the primary key: a deep page
   is as fast as the first); ``offset`` still works, and is what links use when the client sorts.
 - ``datetime`` on validity time, ``limit`` (clamped to the configured maximum), ``offset``, ``properties``,
@@ -45,7 +48,7 @@ from cim.db.queries import FeatureQuery, count_features, select_feature, select_
 
 GEOJSON = "application/geo+json"
 RESERVED = {"f", "lang", "bbox", "bbox-crs", "crs", "datetime", "limit", "offset", "properties", "skipGeometry",
-            "sortby", "resulttype", "filter", "filter-lang", "filter-crs", "after", "before"}
+            "sortby", "resulttype", "filter", "filter-lang", "filter-crs", "after", "before", "cim_level"}
 NOT_YET = {"q", "ids"}  # issue 3
 
 
@@ -176,6 +179,14 @@ class FeaturesEndpoint:
         except cql.FilterError as exc:
             raise BadRequest(str(exc)) from None
 
+    def _cim_level(self, request: Request) -> int | None:
+        if "cim_level" not in request.query_params:
+            return None
+        level = self._int(request, "cim_level", 0, 1)
+        if level > 7:
+            raise BadRequest("cim_level: 1 to 7")
+        return level
+
     def _int(self, request: Request, name: str, default: int, minimum: int) -> int:
         raw = request.query_params.get(name)
         if raw is None:
@@ -220,7 +231,7 @@ class FeaturesEndpoint:
                          time=parse_interval(when) if when else None, equals=equals, sortby=sortby,
                          limit=limit + 1 if keyset else limit, offset=offset, after_id=after, before_id=before,
                          with_geometry=not skip_geometry, output_srid=srid, swap_xy=swap,
-                         conditions=self._filter(request, provider))
+                         cim_level=self._cim_level(request), conditions=self._filter(request, provider))
         with provider.engine.connect() as conn:
             matched = conn.execute(count_features(provider.tables, provider.dialect, q)).scalar_one()
             rows = list(conn.execute(select_features(provider.tables, provider.dialect, q)).mappings().all())
@@ -255,13 +266,13 @@ class FeaturesEndpoint:
 
     def _item(self, request: Request, collection: str) -> tuple[str, dict[str, str]]:
         provider = self._provider(collection)
-        self._check_params(request, provider, {"f", "lang", "crs"})
+        self._check_params(request, provider, {"f", "lang", "crs", "cim_level"})
         out_crs = self._output_crs(request)
         srid, swap, post = _sql_output(out_crs, provider.storage_srid)
         fid = request.path_params["feature"]
         with provider.engine.connect() as conn:
             row = conn.execute(select_feature(provider.tables, provider.dialect, provider.layer, fid, srid,
-                                              swap_xy=swap)).mappings().first()
+                                              swap_xy=swap, cim_level=self._cim_level(request))).mappings().first()
         if row is None:
             raise BadRequest(f"no feature {fid!r} in {collection}", "NotFound", HTTPStatus.NOT_FOUND)
         url = f"{self.base_url}/collections/{collection}/items/{fid}"
@@ -291,11 +302,13 @@ def _feature_json(row: Any, fields: dict[str, Any], select: list[str] | None, po
     geometry = row.get("geometry")
     if geometry is not None and post is not None:
         geom = shape(json.loads(geometry))
-        coords = shapely.get_coordinates(geom)
+        has_z = bool(shapely.has_z(geom))
+        coords = shapely.get_coordinates(geom, include_z=has_z)
         reg = default_registry()
         x, y, _ = transform(reg.resolve(CRS84_URI), post, coords[:, 0], coords[:, 1], check_area=False)
         a, b = swap_axes(post, np.round(x, 9), np.round(y, 9))
-        geometry = json.dumps(mapping(shapely.set_coordinates(geom, np.column_stack([a, b]))))
+        cols = [a, b, coords[:, 2]] if has_z else [a, b]  # heights pass through (they are 1985 heights)
+        geometry = json.dumps(mapping(shapely.set_coordinates(geom, np.column_stack(cols))))
     props = json.dumps(feature_properties(row, fields, select), ensure_ascii=False)
     return (f'{{"type":"Feature","id":{json.dumps(row["uid"])},"geometry":{geometry or "null"},'
             f'"properties":{props}}}')

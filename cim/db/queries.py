@@ -59,17 +59,26 @@ class FeatureQuery:
     with_geometry: bool = True
     output_srid: int = 4326
     swap_xy: bool = False  # write y/x (lat/lon, north/east) for CRSs whose first axis is northing
+    cim_level: int | None = None  # None: the 2D footprint; 1-7: the 3D geometry at that CIM level
     precision: int = 9
 
 
-def geojson_expr(t: CIMTables, dialect: str, output_srid: int, precision: int,
-                 swap_xy: bool = False) -> ColumnElement[str]:
-    """The footprint as GeoJSON text in ``output_srid``, encoded by the database.
+def level_geometry(t: CIMTables, cim_level: int) -> ColumnElement:
+    """Each object's 3D geometry at the highest CIM level stored up to ``cim_level``; its footprint if none."""
+    co, g = t.city_object, t.city_object_geometry
+    solid = (select(g.c.geom).where(g.c.object_id == co.c.id, g.c.cim_level <= cim_level)
+             .order_by(g.c.cim_level.desc()).limit(1).correlate(co).scalar_subquery())
+    return func.coalesce(solid, co.c.geom)
 
-    x = longitude/easting, unless ``swap_xy`` (the CRS's own axis order for EPSG:4490, 4550...).
+
+def geojson_expr(t: CIMTables, dialect: str, output_srid: int, precision: int,
+                 swap_xy: bool = False, cim_level: int | None = None) -> ColumnElement[str]:
+    """The footprint (or the geometry at ``cim_level``) as GeoJSON text in ``output_srid``, encoded by the
+    database. x = longitude/easting, unless ``swap_xy`` (the CRS's own axis order for EPSG:4490, 4550...).
     """
-    geom = t.city_object.c.geom
-    g = geom if output_srid == geom.type.srid else func.ST_Transform(geom, output_srid)
+    storage_srid = t.city_object.c.geom.type.srid
+    geom = t.city_object.c.geom if cim_level is None else level_geometry(t, cim_level)
+    g = geom if output_srid == storage_srid else func.ST_Transform(geom, output_srid)
     if dialect == "sqlite":
         return func.AsGeoJSON(func.SwapCoordinates(g) if swap_xy else g, precision)
     return func.ST_AsGeoJSON(func.ST_FlipCoordinates(g) if swap_xy else g, precision)
@@ -132,7 +141,7 @@ def select_features(t: CIMTables, dialect: str, q: FeatureQuery) -> Select:
             cols.append(co.c[PROPERTY_COLUMN.get(prop, prop)].label(prop))
     cols.append(co.c.attributes)
     if q.with_geometry:
-        cols.append(geojson_expr(t, dialect, q.output_srid, q.precision, q.swap_xy).label("geometry"))
+        cols.append(geojson_expr(t, dialect, q.output_srid, q.precision, q.swap_xy, q.cim_level).label("geometry"))
     stmt = select(*cols).select_from(co)
     if "parent" in layer_properties(q.layer):
         stmt = stmt.outerjoin(parent, parent.c.id == co.c.parent_id).outerjoin(root, root.c.id == co.c.root_id)
@@ -151,9 +160,10 @@ def count_features(t: CIMTables, dialect: str, q: FeatureQuery) -> Select:
 
 
 def select_feature(t: CIMTables, dialect: str, layer: str, uid: str, output_srid: int = 4326,
-                   precision: int = 9, swap_xy: bool = False) -> Select:
+                   precision: int = 9, swap_xy: bool = False, cim_level: int | None = None) -> Select:
     """One feature of ``layer`` by its public id."""
-    q = FeatureQuery(layer, output_srid=output_srid, precision=precision, swap_xy=swap_xy, limit=1)
+    q = FeatureQuery(layer, output_srid=output_srid, precision=precision, swap_xy=swap_xy, cim_level=cim_level,
+                     limit=1)
     stmt = select_features(t, dialect, q)
     return stmt.where(t.city_object.c.uid == uid)
 
