@@ -185,3 +185,26 @@ def test_keyset_pages_match_offset_pages_and_go_back(http):
 def test_bad_page_tokens(http, params):
     r = http.get("/collections/pipe-nodes/items", params={"f": "json", **params})
     assert r.status_code == 400, r.text
+
+
+def test_ids(http):
+    some = [f["id"] for f in http.get(ITEMS, params={"f": "json", "limit": 3}).json()["features"]]
+    body = http.get(ITEMS, params={"f": "json", "ids": ",".join(some + ["BX-NOPE"])}).json()
+    assert sorted(f["id"] for f in body["features"]) == sorted(some) and body["numberMatched"] == 3
+    huge = ",".join(f"BX-BLD-{i:07d}" for i in range(1001))
+    r = http.get(ITEMS, params={"f": "json", "ids": huge})
+    assert r.status_code == 400 and "at most 1000" in r.json()["description"]
+
+
+def test_gzip_etag_and_304(http):
+    r = http.get(ITEMS, params={"f": "json", "limit": 100}, headers={"Accept-Encoding": "gzip"})
+    assert r.headers["content-encoding"] == "gzip" and r.headers["cache-control"].startswith("public")
+    etag = r.headers["etag"]
+    again = http.get(ITEMS, params={"f": "json", "limit": 100}, headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b""
+    other = http.get(ITEMS, params={"f": "json", "limit": 99}, headers={"If-None-Match": etag})
+    assert other.status_code == 200 and other.headers["etag"] != etag
+    one = r.json()["features"][0]["id"]
+    item = http.get(f"{ITEMS}/{one}", params={"f": "json"})
+    assert http.get(f"{ITEMS}/{one}", params={"f": "json"},
+                    headers={"If-None-Match": item.headers["etag"]}).status_code == 304

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from starlette.applications import Starlette
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
@@ -116,6 +117,8 @@ def create_app() -> Starlette:
               FeaturesEndpoint(pygeoapi_app, layers, url, limits, single=True)),
         Mount("/", app=pygeoapi_app),
     ])
+    # the last added runs outermost: gzip must see the bodies the rewriting middlewares produce
     app.add_middleware(OfflineAssets)
     app.add_middleware(CollectionCRSMetadata, layers=set(layers), storage_srid=settings.storage_crs)
+    app.add_middleware(GZipMiddleware, minimum_size=1024)
     return app

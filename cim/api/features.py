@@ -23,6 +23,7 @@ to pygeoapi. Parameters:
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -48,8 +49,9 @@ from cim.db.queries import FeatureQuery, count_features, select_feature, select_
 
 GEOJSON = "application/geo+json"
 RESERVED = {"f", "lang", "bbox", "bbox-crs", "crs", "datetime", "limit", "offset", "properties", "skipGeometry",
-            "sortby", "resulttype", "filter", "filter-lang", "filter-crs", "after", "before", "cim_level"}
-NOT_YET = {"q", "ids"}  # issue 3
+            "sortby", "resulttype", "filter", "filter-lang", "filter-crs", "after", "before", "cim_level", "ids"}
+NOT_YET = {"q"}  # free-text search
+MAX_IDS = 1000
 
 
 class BadRequest(Exception):
@@ -96,7 +98,7 @@ class FeaturesEndpoint:
         try:
             handler: Callable = self._item if self.single else self._items
             body, headers = await run_in_threadpool(handler, request, collection)
-            response = Response(body, media_type=GEOJSON, headers=headers)
+            response = conditional(request, body, GEOJSON, headers)
         except BadRequest as exc:
             response = _exception(exc)
         except ProviderGenericError as exc:
@@ -179,6 +181,17 @@ class FeaturesEndpoint:
         except cql.FilterError as exc:
             raise BadRequest(str(exc)) from None
 
+    def _ids(self, request: Request, provider: CIMProvider) -> list:
+        """``ids=a,b,c``: only these features (at most MAX_IDS)."""
+        if "ids" not in request.query_params:
+            return []
+        wanted = _csv(request.query_params["ids"])
+        if not wanted:
+            raise BadRequest("ids: one or more feature ids separated by commas")
+        if len(wanted) > MAX_IDS:
+            raise BadRequest(f"ids: {len(wanted)} ids, at most {MAX_IDS} in one request")
+        return [provider.tables.city_object.c.uid.in_(wanted)]
+
     def _cim_level(self, request: Request) -> int | None:
         if "cim_level" not in request.query_params:
             return None
@@ -231,7 +244,8 @@ class FeaturesEndpoint:
                          time=parse_interval(when) if when else None, equals=equals, sortby=sortby,
                          limit=limit + 1 if keyset else limit, offset=offset, after_id=after, before_id=before,
                          with_geometry=not skip_geometry, output_srid=srid, swap_xy=swap,
-                         cim_level=self._cim_level(request), conditions=self._filter(request, provider))
+                         cim_level=self._cim_level(request),
+                         conditions=self._filter(request, provider) + self._ids(request, provider))
         with provider.engine.connect() as conn:
             matched = conn.execute(count_features(provider.tables, provider.dialect, q)).scalar_one()
             rows = list(conn.execute(select_features(provider.tables, provider.dialect, q)).mappings().all())
@@ -258,11 +272,11 @@ class FeaturesEndpoint:
                 links.append(_link("next", GEOJSON, url, json_params + [("offset", str(offset + limit))]))
             if offset > 0:
                 links.append(_link("prev", GEOJSON, url, json_params + [("offset", str(max(0, offset - limit)))]))
-        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         body = ('{"type":"FeatureCollection","features":[' + ",".join(features) + f'],"numberMatched":{matched},'
-                f'"numberReturned":{len(features)},"links":{json.dumps(links, ensure_ascii=False)},'
-                f'"timeStamp":"{stamp}"}}')
-        return body, {"Content-Crs": f"<{out_crs.uri}>"}
+                f'"numberReturned":{len(features)},"links":{json.dumps(links, ensure_ascii=False)}')
+        etag = _etag(body)  # of the content, not of the time stamp that follows
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return body + f',"timeStamp":"{stamp}"}}', {"Content-Crs": f"<{out_crs.uri}>", "ETag": etag}
 
     def _item(self, request: Request, collection: str) -> tuple[str, dict[str, str]]:
         provider = self._provider(collection)
@@ -282,7 +296,26 @@ class FeaturesEndpoint:
                             _link("alternate", "text/html", url, params + [("f", "html")]),
                             {"rel": "collection", "type": "application/json",
                              "href": f"{self.base_url}/collections/{collection}"}]
-        return json.dumps(feature, ensure_ascii=False), {"Content-Crs": f"<{out_crs.uri}>"}
+        body = json.dumps(feature, ensure_ascii=False)
+        return body, {"Content-Crs": f"<{out_crs.uri}>", "ETag": _etag(body)}
+
+
+CACHE_CONTROL = "public, max-age=60"
+
+
+def _etag(body: str) -> str:
+    return '"' + hashlib.blake2b(body.encode(), digest_size=16).hexdigest() + '"'
+
+
+def conditional(request: Request, body: str | bytes, media_type: str, headers: dict[str, str]) -> Response:
+    """The response, or 304 Not Modified when the client already holds this version (If-None-Match)."""
+    headers = {**headers, "Cache-Control": CACHE_CONTROL}
+    etag = headers.get("ETag")
+    if etag is not None:
+        sent = [t.strip() for t in request.headers.get("if-none-match", "").split(",")]
+        if etag in sent or "*" in sent:
+            return Response(status_code=HTTPStatus.NOT_MODIFIED, headers=headers)
+    return Response(body, media_type=media_type, headers=headers)
 
 
 def collection_layer(provider_def: dict[str, Any]) -> str:
