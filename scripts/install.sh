@@ -38,8 +38,8 @@ apt_install() {
 # CIM_WITH_POSTGRES_SERVER=0 (the Docker image, where PostGIS is another service) skips the server.
 PACKAGES=(libsqlite3-mod-spatialite ca-certificates)
 [ "${CIM_WITH_POSTGRES_SERVER:-1}" = 0 ] || PACKAGES+=(postgresql postgresql-postgis)
-# the tests drive the HTML pages in a real (headless) browser
-case ",$EXTRAS," in *,test,*) PACKAGES+=(chromium) ;; esac
+# the tests drive the HTML pages in a real (headless) browser and query the API with GDAL's OAPIF driver
+case ",$EXTRAS," in *,test,*) PACKAGES+=(chromium gdal-bin) ;; esac
 apt_install "${PACKAGES[@]}"
 
 python_ok() {  # a Python >= 3.12 that can build a venv with pip
