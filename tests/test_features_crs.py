@@ -208,3 +208,31 @@ def test_gzip_etag_and_304(http):
     item = http.get(f"{ITEMS}/{one}", params={"f": "json"})
     assert http.get(f"{ITEMS}/{one}", params={"f": "json"},
                     headers={"If-None-Match": item.headers["etag"]}).status_code == 304
+
+
+@pytest.mark.parametrize("value,start,end", [
+    ("1990-06-01T00:00:00Z", (1990, 6, 1), (1990, 6, 1)),
+    ("1990-01-01T00:00:00Z/2000-01-01T00:00:00Z", (1990, 1, 1), (2000, 1, 1)),
+    ("../1990-01-01T00:00:00Z", None, (1990, 1, 1)),
+    ("2015-01-01T00:00:00Z/..", (2015, 1, 1), None),
+    ("../..", None, None),
+])
+def test_datetime_forms_on_validity(http, server, value, start, end):
+    """Instants and closed/open intervals select the objects valid at some time within them."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import func, or_, select
+
+    from cim.db.schema import tables_for
+
+    engine = server.db.engine()
+    co = tables_for(engine).city_object
+    stmt = select(func.count()).where(co.c.layer == "buildings")
+    if end is not None:
+        stmt = stmt.where(co.c.valid_from <= datetime(*end, tzinfo=UTC))
+    if start is not None:
+        stmt = stmt.where(or_(co.c.valid_to.is_(None), co.c.valid_to > datetime(*start, tzinfo=UTC)))
+    with engine.connect() as conn:
+        want = conn.execute(stmt).scalar()
+    engine.dispose()
+    assert http.get(ITEMS, params={"f": "json", "limit": 1, "datetime": value}).json()["numberMatched"] == want
