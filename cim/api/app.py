@@ -7,7 +7,6 @@ its own app, engine and pool after the server has forked.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import yaml
 
@@ -17,67 +16,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cim.api.config import STATIC_URL, prepare
 from cim.api.features import CollectionCRSMetadata, FeaturesEndpoint
+from cim.api.middleware import OfflineAssets
 from cim.db.engine import open_engine
 from cim.settings import get_settings
 from cim.web import STATIC_DIR
-
-# pygeoapi's templates → our bundled copies (cim/web/static/vendor)
-_VENDOR = f"{STATIC_URL}/vendor"
-CDN_REWRITES: list[tuple[bytes, bytes]] = [
-    (b"https://unpkg.com/leaflet@1.3.1/dist/", f"{_VENDOR}/leaflet/".encode()),
-    (b"https://cdnjs.cloudflare.com/ajax/libs/leaflet/1.3.1/", f"{_VENDOR}/leaflet/".encode()),
-    (b"https://unpkg.com/leaflet.markercluster/dist/", f"{_VENDOR}/leaflet.markercluster/".encode()),
-    (b"https://unpkg.com/bootstrap@5.1.3/dist/css/", f"{_VENDOR}/bootstrap/".encode()),
-    (b"https://unpkg.com/swagger-ui-dist/", f"{_VENDOR}/swagger-ui/".encode()),
-    (b"https://unpkg.com/leaflet-draw@1.0.4/dist/", f"{_VENDOR}/leaflet-draw/".encode()),
-    # only used for collections with an OGC API - Maps link, which we do not serve; not on npm
-    (b'<script src="https://unpkg.com/leaflet-imageoverlay-ogcapi@0.1.0/Leaflet.ImageOverlay.OGCAPI.js"></script>', b""),
-    (b'<script src="https://cdnjs.cloudflare.com/ajax/libs/html5shiv/3.7.3/html5shiv.js"></script>', b""),
-]
-
-
-class OfflineAssets:
-    """Rewrites CDN links in HTML responses to the bundled assets."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start: dict[str, Any] = {}
-        body: list[bytes] = []
-
-        async def capture(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = dict(message.get("headers", []))
-                if not headers.get(b"content-type", b"").startswith(b"text/html"):
-                    start["passthrough"] = True
-                    await send(message)
-                    return
-                start["message"] = message
-                return
-            if start.get("passthrough"):
-                await send(message)
-                return
-            body.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                content = b"".join(body)
-                for old, new in CDN_REWRITES:
-                    content = content.replace(old, new)
-                head = start["message"]
-                head["headers"] = [(k, v) for k, v in head.get("headers", []) if k.lower() != b"content-length"]
-                head["headers"].append((b"content-length", str(len(content)).encode()))
-                await send(head)
-                await send({"type": "http.response.body", "body": content})
-
-        await self.app(scope, receive, capture)
-
 
 async def healthz(request: Request) -> JSONResponse:
     """Liveness and database reachability."""

@@ -40,6 +40,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from cim.api.middleware import BodyRewriter
 from cim.api.provider import CIMProvider, feature_properties, parse_interval, typed_equals
 from cim.crs import crs84_srid
 from cim.crs.registry import CRS84_URI, CRSInfo, UnknownCRS, default_registry
@@ -134,10 +135,7 @@ class FeaturesEndpoint:
                 raise BadRequest("bbox-crs: given without bbox")
             return None
         reg = default_registry()
-        try:
-            bbox_crs = reg.resolve(bbox_crs_text or CRS84_URI)
-        except UnknownCRS as exc:
-            raise BadRequest(f"bbox-crs: {exc}") from None
+        bbox_crs = _param_crs("bbox-crs", bbox_crs_text)
         try:
             values = [float(v) for v in raw.split(",")]
         except ValueError:
@@ -170,10 +168,7 @@ class FeaturesEndpoint:
                 raise BadRequest("filter-lang/filter-crs: given without filter")
             return []
         reg = default_registry()
-        try:
-            filter_crs = reg.resolve(crs_text or CRS84_URI)
-        except UnknownCRS as exc:
-            raise BadRequest(f"filter-crs: {exc}") from None
+        filter_crs = _param_crs("filter-crs", crs_text)
         try:
             node = cql.parse(text_, lang)
             return [cql.to_sql(node, provider.tables, provider.dialect, list(provider.get_fields()), filter_crs,
@@ -300,6 +295,14 @@ class FeaturesEndpoint:
         return body, {"Content-Crs": f"<{out_crs.uri}>", "ETag": _etag(body)}
 
 
+def _param_crs(name: str, value: str | None) -> CRSInfo:
+    """The CRS a request parameter names (CRS84 when absent); a 400 listing the supported ones otherwise."""
+    try:
+        return default_registry().resolve(value or CRS84_URI)
+    except UnknownCRS as exc:
+        raise BadRequest(f"{name}: {exc}") from None
+
+
 CACHE_CONTROL = "public, max-age=60"
 
 
@@ -377,15 +380,24 @@ CONFORMANCE = [
 ]
 
 
-class CollectionCRSMetadata:
+class CollectionCRSMetadata(BodyRewriter):
     """Adds Part 2 metadata to pygeoapi's JSON: each CIM collection's ``crs`` list, ``storageCrs`` and
-    ``storageCrsCoordinateEpoch``, and the conformance classes our routes implement (CRS, filtering). (Declaring them to pygeoapi itself
-    would switch on its own, wrong, CRS handling.)"""
+    ``storageCrsCoordinateEpoch``, and the conformance classes our routes implement (CRS, filtering).
+    (Declaring them to pygeoapi itself would switch on its own, wrong, CRS handling.)"""
 
     def __init__(self, app: ASGIApp, layers: set[str], storage_srid: int) -> None:
-        self.app, self.layers = app, layers
+        super().__init__(app)
+        self.layers = layers
         self.storage_uri = f"http://www.opengis.net/def/crs/EPSG/0/{storage_srid}"
         self.crs = output_crs_uris()
+
+    def applies(self, scope: Scope) -> bool:
+        path = scope.get("path", "").rstrip("/")
+        parts = path.split("/")
+        return path in ("/collections", "/conformance") or (len(parts) == 3 and parts[1] == "collections")
+
+    def buffers(self, content_type: bytes, status: int) -> bool:
+        return content_type.startswith(b"application/json") and status == 200
 
     def _patch_collection(self, c: dict[str, Any]) -> None:
         if c.get("id") in self.layers:
@@ -393,42 +405,14 @@ class CollectionCRSMetadata:
             c["storageCrs"] = self.storage_uri
             c["storageCrsCoordinateEpoch"] = 2000.0
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "").rstrip("/") if scope["type"] == "http" else ""
-        parts = path.split("/")
-        if not (path in ("/collections", "/conformance") or (len(parts) == 3 and parts[1] == "collections")):
-            await self.app(scope, receive, send)
-            return
-        start: dict[str, Any] = {}
-        chunks: list[bytes] = []
-
-        async def capture(message: dict) -> None:
-            if message["type"] == "http.response.start":
-                start["message"] = message
-                ctype = dict(message.get("headers", [])).get(b"content-type", b"")
-                start["json"] = ctype.startswith(b"application/json") and message["status"] == 200
-                if not start["json"]:
-                    await send(message)
-                return
-            if not start["json"]:
-                await send(message)
-                return
-            chunks.append(message.get("body", b""))
-            if message.get("more_body"):
-                return
-            doc = json.loads(b"".join(chunks))
-            if path == "/conformance":
-                doc["conformsTo"] = list(dict.fromkeys(doc.get("conformsTo", []) + CONFORMANCE))
-            elif path == "/collections":
-                for c in doc.get("collections", []):
-                    self._patch_collection(c)
-            else:
-                self._patch_collection(doc)
-            body = json.dumps(doc, ensure_ascii=False).encode()
-            head = start["message"]
-            head["headers"] = [(k, v) for k, v in head.get("headers", []) if k.lower() != b"content-length"]
-            head["headers"].append((b"content-length", str(len(body)).encode()))
-            await send(head)
-            await send({"type": "http.response.body", "body": body})
-
-        await self.app(scope, receive, capture)
+    def rewrite(self, scope: Scope, body: bytes) -> bytes:
+        path = scope.get("path", "").rstrip("/")
+        doc = json.loads(body)
+        if path == "/conformance":
+            doc["conformsTo"] = list(dict.fromkeys(doc.get("conformsTo", []) + CONFORMANCE))
+        elif path == "/collections":
+            for c in doc.get("collections", []):
+                self._patch_collection(c)
+        else:
+            self._patch_collection(doc)
+        return json.dumps(doc, ensure_ascii=False).encode()

@@ -121,24 +121,23 @@ def _invert(forward, lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.n
     return wlon, wlat
 
 
-def gcj02_to_wgs84(lon, lat):
-    """GCJ-02 → WGS 84, the exact inverse (iterated to 1e-12°, about 0.1 µm)."""
+def _inverse(forward, lon, lat):
+    """Invert ``forward`` where it applies (inside China), leaving other points as they are."""
     lon, lat, scalar = _as_arrays(lon, lat)
     inside = in_china(lon, lat)
-    wlon, wlat = _invert(_wgs84_to_gcj02, lon[inside], lat[inside])
     out_lon, out_lat = lon.copy(), lat.copy()
-    out_lon[inside], out_lat[inside] = wlon, wlat
+    out_lon[inside], out_lat[inside] = _invert(forward, lon[inside], lat[inside])
     return _out(out_lon, out_lat, scalar)
+
+
+def gcj02_to_wgs84(lon, lat):
+    """GCJ-02 → WGS 84, the exact inverse (iterated to 1e-12°, about 0.1 µm)."""
+    return _inverse(_wgs84_to_gcj02, lon, lat)
 
 
 def bd09_to_gcj02(lon, lat):
     """BD-09 → GCJ-02, the exact inverse."""
-    lon, lat, scalar = _as_arrays(lon, lat)
-    inside = in_china(lon, lat)
-    glon, glat = _invert(_gcj02_to_bd09, lon[inside], lat[inside])
-    out_lon, out_lat = lon.copy(), lat.copy()
-    out_lon[inside], out_lat[inside] = glon, glat
-    return _out(out_lon, out_lat, scalar)
+    return _inverse(_gcj02_to_bd09, lon, lat)
 
 
 def wgs84_to_bd09(lon, lat):
