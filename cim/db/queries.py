@@ -60,6 +60,7 @@ class FeatureQuery:
     output_srid: int = 4326
     swap_xy: bool = False  # write y/x (lat/lon, north/east) for CRSs whose first axis is northing
     cim_level: int | None = None  # None: the 2D footprint; 1-7: the 3D geometry at that CIM level
+    geometry_encoding: str = "geojson"  # or "wkb" (for writing files)
     precision: int = 9
 
 
@@ -72,16 +73,18 @@ def level_geometry(t: CIMTables, cim_level: int) -> ColumnElement:
 
 
 def geojson_expr(t: CIMTables, dialect: str, output_srid: int, precision: int,
-                 swap_xy: bool = False, cim_level: int | None = None) -> ColumnElement[str]:
-    """The footprint (or the geometry at ``cim_level``) as GeoJSON text in ``output_srid``, encoded by the
-    database. x = longitude/easting, unless ``swap_xy`` (the CRS's own axis order for EPSG:4490, 4550...).
+                 swap_xy: bool = False, cim_level: int | None = None, encoding: str = "geojson") -> ColumnElement:
+    """The footprint (or the geometry at ``cim_level``) as GeoJSON text (or WKB) in ``output_srid``, encoded
+    by the database. x = longitude/easting, unless ``swap_xy`` (the CRS's own order for EPSG:4490, 4550...).
     """
     storage_srid = t.city_object.c.geom.type.srid
     geom = t.city_object.c.geom if cim_level is None else level_geometry(t, cim_level)
     g = geom if output_srid == storage_srid else func.ST_Transform(geom, output_srid)
     if dialect == "sqlite":
-        return func.AsGeoJSON(func.SwapCoordinates(g) if swap_xy else g, precision)
-    return func.ST_AsGeoJSON(func.ST_FlipCoordinates(g) if swap_xy else g, precision)
+        g = func.SwapCoordinates(g) if swap_xy else g
+        return func.AsBinary(g) if encoding == "wkb" else func.AsGeoJSON(g, precision)
+    g = func.ST_FlipCoordinates(g) if swap_xy else g
+    return func.ST_AsBinary(g) if encoding == "wkb" else func.ST_AsGeoJSON(g, precision)
 
 
 def _area_filter(t: CIMTables, dialect: str, area: shapely.Geometry) -> ColumnElement[bool]:
@@ -141,7 +144,8 @@ def select_features(t: CIMTables, dialect: str, q: FeatureQuery) -> Select:
             cols.append(co.c[PROPERTY_COLUMN.get(prop, prop)].label(prop))
     cols.append(co.c.attributes)
     if q.with_geometry:
-        cols.append(geojson_expr(t, dialect, q.output_srid, q.precision, q.swap_xy, q.cim_level).label("geometry"))
+        cols.append(geojson_expr(t, dialect, q.output_srid, q.precision, q.swap_xy, q.cim_level,
+                                 q.geometry_encoding).label("geometry"))
     stmt = select(*cols).select_from(co)
     if "parent" in layer_properties(q.layer):
         stmt = stmt.outerjoin(parent, parent.c.id == co.c.parent_id).outerjoin(root, root.c.id == co.c.root_id)

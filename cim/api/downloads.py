@@ -1,0 +1,161 @@
+"""OGC API – Processes ``cim-download``: a GeoPackage (or FlatGeobuf) of chosen layers within a bbox.
+
+For planners working offline. Each layer becomes a file layer with the layer's typed properties as
+columns and the remaining attributes as one JSON column; geometry is the footprint (or the geometry at
+``cim_level``) in the requested CRS (default the storage CRS, EPSG:4550), written in x/y order as GIS
+files are. Synchronous, bounded by ``max_features`` (config); larger selections are refused with a 400
+that says to narrow the bbox (an asynchronous job for city-wide exports is future work).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyogrio.raw
+import shapely
+from pygeoapi.process.base import BaseProcessor, ProcessorExecuteError
+
+from cim.api.provider import CIMProvider, FIELD_TYPES
+from cim.crs import crs84_srid
+from cim.crs.registry import CRS84_URI, UnknownCRS, default_registry
+from cim.crs.transform import bbox_polygon, clip_lonlat_bbox, transform
+from cim.db.models import LAYERS
+from cim.db.queries import FeatureQuery, select_features
+
+FORMATS = {"gpkg": ("GPKG", "application/geopackage+sqlite3", ".gpkg"),
+           "fgb": ("FlatGeobuf", "application/flatgeobuf", ".fgb")}
+
+
+class InvalidDownload(ProcessorExecuteError):
+    http_status_code = HTTPStatus.BAD_REQUEST
+    ogc_exception_code = "InvalidParameterValue"
+
+
+PROCESS_METADATA: dict[str, Any] = {
+    "version": "1.0.0",
+    "id": "cim-download",
+    "title": {"en": "Download CIM layers", "zh": "CIM 数据下载"},
+    "description": {"en": "A GeoPackage (several layers) or FlatGeobuf (one layer) of the chosen CIM layers "
+                          "within a CRS84 bbox, in the requested CRS (default EPSG:4550). Execute with "
+                          "\"response\": \"raw\" to receive the file."},
+    "jobControlOptions": ["sync-execute"],
+    "keywords": ["download", "GeoPackage", "FlatGeobuf", "下载"],
+    "links": [],
+    "inputs": {
+        "layers": {"title": "Layers", "schema": {"type": "array", "items": {"type": "string", "enum": list(LAYERS)}},
+                   "minOccurs": 1, "maxOccurs": 1},
+        "bbox": {"title": "Bounding box (CRS84: min lon, min lat, max lon, max lat)",
+                 "schema": {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4},
+                 "minOccurs": 1, "maxOccurs": 1},
+        "crs": {"title": "Output CRS (default EPSG:4550)", "schema": {"type": "string"}, "minOccurs": 0, "maxOccurs": 1},
+        "format": {"title": "gpkg (default) or fgb", "schema": {"type": "string", "enum": list(FORMATS)},
+                   "minOccurs": 0, "maxOccurs": 1},
+        "cim_level": {"title": "Geometry at this CIM level instead of the footprint",
+                      "schema": {"type": "integer", "minimum": 1, "maximum": 7}, "minOccurs": 0, "maxOccurs": 1},
+    },
+    "outputs": {"file": {"title": "The file", "schema": {"type": "string", "contentEncoding": "binary",
+                                                         "contentMediaType": "application/geopackage+sqlite3"}}},
+    "example": {"inputs": {"layers": ["buildings", "roads"], "bbox": [123.76, 41.29, 123.78, 41.31]},
+                "response": "raw"},
+}
+
+
+class DownloadProcessor(BaseProcessor):
+    """pygeoapi processor for ``cim-download``."""
+
+    def __init__(self, processor_def: dict[str, Any]) -> None:
+        super().__init__(processor_def, PROCESS_METADATA)
+        self.max_features = int(processor_def.get("max_features", 250_000))
+
+    def execute(self, data: dict[str, Any], outputs: dict | None = None) -> tuple[str, bytes]:
+        layers = data.get("layers")
+        if not isinstance(layers, list) or not layers or any(layer not in LAYERS for layer in layers):
+            raise InvalidDownload(user_msg=f"layers: one or more of {', '.join(LAYERS)}")
+        fmt = data.get("format", "gpkg")
+        if fmt not in FORMATS:
+            raise InvalidDownload(user_msg="format: gpkg or fgb")
+        if fmt == "fgb" and len(layers) != 1:
+            raise InvalidDownload(user_msg="format fgb holds one layer: ask for one, or use gpkg")
+        bbox = data.get("bbox")
+        if (not isinstance(bbox, list) or len(bbox) != 4 or not all(isinstance(v, (int, float)) for v in bbox)
+                or bbox[1] > bbox[3]):
+            raise InvalidDownload(user_msg="bbox: [min lon, min lat, max lon, max lat] in CRS84")
+        level = data.get("cim_level")
+        if level is not None and (not isinstance(level, int) or not 1 <= level <= 7):
+            raise InvalidDownload(user_msg="cim_level: an integer from 1 to 7")
+        reg = default_registry()
+        try:
+            out_crs = reg.resolve(data.get("crs", "EPSG:4550"))
+        except UnknownCRS as exc:
+            raise InvalidDownload(user_msg=f"crs: {exc}") from None
+        if out_crs.dimension != 2 or out_crs.pyproj_crs.is_geocentric:
+            raise InvalidDownload(user_msg="crs: a 2D CRS")
+        driver, mime, suffix = FORMATS[fmt]
+        with tempfile.TemporaryDirectory(prefix="cim-download-") as tmp:
+            path = Path(tmp) / f"cim{suffix}"
+            total = 0
+            for layer in layers:
+                total += self._write_layer(path, driver, layer, [float(v) for v in bbox], out_crs, level, total)
+            if total == 0 and not path.exists():
+                self._write_empty(path, driver, layers[0], out_crs)
+            return mime, path.read_bytes()
+
+    def _write_layer(self, path: Path, driver: str, layer: str, bbox: list[float], out_crs, level, so_far: int) -> int:
+        provider = CIMProvider({"name": "cim.api.provider.CIMProvider", "type": "feature", "data": layer})
+        reg = default_registry()
+        storage = reg.epsg(provider.storage_srid)
+        boxes = clip_lonlat_bbox(tuple(bbox), storage.area)
+        area = shapely.union_all([bbox_polygon(b, reg.resolve(CRS84_URI), storage) for b in boxes]) if boxes \
+            else shapely.Polygon()
+        sql_srid = out_crs.epsg if out_crs.epsg is not None else crs84_srid(provider.storage_srid)
+        q = FeatureQuery(layer, area=area, limit=self.max_features - so_far + 1, output_srid=sql_srid,
+                         cim_level=level, geometry_encoding="wkb")
+        with provider.engine.connect() as conn:
+            rows = conn.execute(select_features(provider.tables, provider.dialect, q)).mappings().all()
+        if so_far + len(rows) > self.max_features:
+            raise InvalidDownload(user_msg=f"more than {self.max_features:,} features: narrow the bbox or the layers")
+        if not rows:
+            return 0
+        geoms = shapely.from_wkb([bytes(r["geometry"]) for r in rows])
+        if out_crs.epsg is None:  # GCJ-02, BD-09, local systems: from CRS84 lon/lat in numpy
+            xy = shapely.get_coordinates(geoms, include_z=bool(shapely.has_z(geoms).any()))
+            x, y, _ = transform(reg.resolve(CRS84_URI), out_crs, xy[:, 0], xy[:, 1], check_area=False)
+            xy[:, 0], xy[:, 1] = x, y
+            geoms = shapely.set_coordinates(geoms, xy)
+        fields = list(provider.get_fields())
+        columns = [_column([r[f] for r in rows], FIELD_TYPES[f]["type"]) for f in fields]
+        fields.append("attributes")
+        columns.append(np.array([None if r["attributes"] is None else
+                                 (r["attributes"] if isinstance(r["attributes"], str)
+                                  else json.dumps(r["attributes"], ensure_ascii=False)) for r in rows], dtype=object))
+        fields.insert(0, "id")
+        columns.insert(0, np.array([r["uid"] for r in rows], dtype=object))
+        pyogrio.raw.write(str(path), shapely.to_wkb(geoms), columns, fields, layer=layer, driver=driver,
+                          geometry_type="Unknown", crs=_crs_wkt(out_crs), append=path.exists(),
+                          layer_metadata={"CRS_URI": out_crs.uri})
+        return len(rows)
+
+    def _write_empty(self, path: Path, driver: str, layer: str, out_crs) -> None:
+        pyogrio.raw.write(str(path), np.array([], dtype=object), [np.array([], dtype=object)], ["id"], layer=layer,
+                          driver=driver, geometry_type="Unknown", crs=_crs_wkt(out_crs))
+
+    def __repr__(self) -> str:
+        return "<DownloadProcessor>"
+
+
+def _crs_wkt(info) -> str:
+    # GCJ-02/BD-09 are offsets, not CRSs a file can name: the file says WGS 84 lon/lat, the layer metadata
+    # CRS_URI says which offset applies.
+    return info.pyproj_crs.to_wkt()
+
+
+def _column(values: list[Any], kind: str) -> np.ndarray:
+    if kind in ("integer", "number"):
+        return np.array([np.nan if v is None else float(v) for v in values], dtype="float64")
+    return np.array([None if v is None else (v.isoformat() if hasattr(v, "isoformat") else str(v))
+                     for v in values], dtype=object)
