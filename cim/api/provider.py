@@ -91,7 +91,7 @@ class CIMProvider(BaseProvider):
               select_properties: list | None = None, skip_geometry: bool = False, q: str | None = None,
               filterq: Any = None, **kwargs: Any) -> dict[str, Any]:
         if filterq is not None:
-            raise ProviderInvalidQueryError(user_msg="filter is not supported on this collection yet")
+            raise ProviderInvalidQueryError(user_msg="filter: supported on the GeoJSON output (f=json), not here")
         query = FeatureQuery(
             self.layer,
             area=self._bbox_area(bbox) if bbox else None,
