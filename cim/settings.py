@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     # Where generated files go (DEM COG, effective pygeoapi config, OpenAPI document).
     data_dir: Path = Field(default=PROJECT_ROOT / "var")
     demo: DemoSettings = Field(default_factory=DemoSettings)
+    # numberMatched on items pages: an exact count per request, or (False) omitted where counting a large
+    # layer costs too much; paging links do not depend on it
+    count_matched: bool = True
     # Supported CRSs (None: the defaults of cim.crs.registry.DEFAULT_CRS) and the local systems.
     crs: list[str] | None = None
     local_crs: list[LocalCRS] = Field(default_factory=list)

@@ -99,32 +99,40 @@ class Server:
     process: subprocess.Popen
 
 
-@pytest.fixture(scope="session")
-def server(demo_db) -> Iterator[Server]:
-    """`cim serve` over the demo database, on a free port, until the session ends."""
+def start_server(db: DemoDB, extra_env: dict[str, str] | None = None, log_name: str = "server.log") -> Server:
+    """`cim serve` over a demo database on a free port, once it answers /healthz."""
     port = free_port()
-    log = open(demo_db.data_dir / "server.log", "w")
+    log = open(db.data_dir / log_name, "w")
     proc = subprocess.Popen([sys.executable, "-m", "cim.cli", "serve", "--port", str(port)], cwd=ROOT,
-                            env={**os.environ, **demo_db.env}, stdout=log, stderr=subprocess.STDOUT)
+                            env={**os.environ, **db.env, **(extra_env or {})}, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
         try:
             if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                break
+                return Server(url, db, proc)
         except httpx.HTTPError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
-            raise RuntimeError(f"cim serve did not start:\n{(demo_db.data_dir / 'server.log').read_text()}")
+            raise RuntimeError(f"cim serve did not start:\n{(db.data_dir / log_name).read_text()}")
         time.sleep(0.2)
-    yield Server(url, demo_db, proc)
-    proc.terminate()
+
+
+def stop_server(server: Server) -> None:
+    server.process.terminate()
     try:
-        proc.wait(10)
+        server.process.wait(10)
     except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+        server.process.kill()
+
+
+@pytest.fixture(scope="session")
+def server(demo_db) -> Iterator[Server]:
+    """`cim serve` over the demo database, on a free port, until the session ends."""
+    srv = start_server(demo_db)
+    yield srv
+    stop_server(srv)
 
 
 @pytest.fixture

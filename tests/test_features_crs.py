@@ -236,3 +236,24 @@ def test_datetime_forms_on_validity(http, server, value, start, end):
         want = conn.execute(stmt).scalar()
     engine.dispose()
     assert http.get(ITEMS, params={"f": "json", "limit": 1, "datetime": value}).json()["numberMatched"] == want
+
+
+def test_number_matched_can_be_omitted(server, http):
+    """CIM_COUNT_MATCHED=false: no count per request; next links still walk every feature."""
+    from .conftest import start_server, stop_server
+
+    other = start_server(server.db, {"CIM_COUNT_MATCHED": "false"}, "server-nocount.log")
+    try:
+        import httpx
+
+        params = {"f": "json", "limit": 9, "bbox": ",".join(map(str, BBOX84))}
+        total = http.get(ITEMS, params=params).json()["numberMatched"]
+        url, seen = f"{other.url}{ITEMS}", []
+        while url:
+            body = httpx.get(url, params=params if not seen else None, timeout=30).json()
+            assert "numberMatched" not in body
+            seen += [f["id"] for f in body["features"]]
+            url = next((link["href"] for link in body["links"] if link["rel"] == "next"), None)
+        assert len(seen) == len(set(seen)) == total
+    finally:
+        stop_server(other)

@@ -47,6 +47,7 @@ from cim.crs.registry import CRS84_URI, CRSInfo, UnknownCRS, default_registry
 from cim.crs.transform import OutsideArea, bbox_polygon, clip_lonlat_bbox, swap_axes, transform
 from cim.db import cql
 from cim.db.queries import FeatureQuery, count_features, select_feature, select_features
+from cim.settings import get_settings
 
 GEOJSON = "application/geo+json"
 RESERVED = {"f", "lang", "bbox", "bbox-crs", "crs", "datetime", "limit", "offset", "properties", "skipGeometry",
@@ -89,6 +90,7 @@ class FeaturesEndpoint:
         self.default_limit = int(limits.get("default_items", 10))
         self.max_limit = int(limits.get("max_items", 10000))
         self.output_crs = output_crs_uris()
+        self.count_matched = get_settings().count_matched
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
@@ -237,14 +239,16 @@ class FeaturesEndpoint:
         srid, swap, post = _sql_output(out_crs, provider.storage_srid)
         q = FeatureQuery(collection_layer(self.layers[collection]), area=self._area(request, provider),
                          time=parse_interval(when) if when else None, equals=equals, sortby=sortby,
-                         limit=limit + 1 if keyset else limit, offset=offset, after_id=after, before_id=before,
+                         limit=limit + 1, offset=offset, after_id=after, before_id=before,
                          with_geometry=not skip_geometry, output_srid=srid, swap_xy=swap,
                          cim_level=self._cim_level(request),
                          conditions=self._filter(request, provider) + self._ids(request, provider))
         with provider.engine.connect() as conn:
-            matched = conn.execute(count_features(provider.tables, provider.dialect, q)).scalar_one()
+            # counting every query costs as much as the page again on a large layer: configurable
+            matched = (conn.execute(count_features(provider.tables, provider.dialect, q)).scalar_one()
+                       if self.count_matched else None)
             rows = list(conn.execute(select_features(provider.tables, provider.dialect, q)).mappings().all())
-        more = keyset and len(rows) > limit  # one row beyond the page: there is another page that way
+        more = len(rows) > limit  # one row beyond the page: there is another page that way
         rows = rows[:limit]
         if before is not None:
             rows.reverse()
@@ -263,11 +267,12 @@ class FeaturesEndpoint:
             if rows and (after is not None or (before is not None and more)):
                 links.append(_link("prev", GEOJSON, url, json_params + [("before", str(rows[0]["id"]))]))
         else:
-            if offset + len(features) < matched:
+            if more:
                 links.append(_link("next", GEOJSON, url, json_params + [("offset", str(offset + limit))]))
             if offset > 0:
                 links.append(_link("prev", GEOJSON, url, json_params + [("offset", str(max(0, offset - limit)))]))
-        body = ('{"type":"FeatureCollection","features":[' + ",".join(features) + f'],"numberMatched":{matched},'
+        number_matched = "" if matched is None else f'"numberMatched":{matched},'
+        body = ('{"type":"FeatureCollection","features":[' + ",".join(features) + f'],{number_matched}'
                 f'"numberReturned":{len(features)},"links":{json.dumps(links, ensure_ascii=False)}')
         etag = _etag(body)  # of the content, not of the time stamp that follows
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
