@@ -257,3 +257,33 @@ def test_number_matched_can_be_omitted(server, http):
         assert len(seen) == len(set(seen)) == total
     finally:
         stop_server(other)
+
+
+def test_jsonfg(http):
+    plain = http.get(ITEMS, params={"f": "json", "limit": 3}).json()["features"]
+    r = http.get(ITEMS, params={"f": "jsonfg", "limit": 3})
+    assert r.headers["content-type"].startswith("application/vnd.ogc.fg+json")
+    body = r.json()
+    assert "http://www.opengis.net/spec/json-fg-1/0.2/conf/core" in body["conformsTo"]
+    assert body["coordRefSys"] == CRS84
+    for a, b in zip(plain, body["features"], strict=True):
+        assert b["place"] is None and b["geometry"] == a["geometry"] and b["featureType"] == "Building"
+        assert b["time"]["interval"][0] == a["properties"]["valid_from"]
+    gk = http.get(ITEMS, params={"f": "jsonfg", "limit": 3, "crs": "EPSG:4550"}).json()
+    assert gk["coordRefSys"] == f"{EPSG}4550"
+    for a, b in zip(plain, gk["features"], strict=True):
+        assert b["geometry"] == a["geometry"]  # always WGS 84 lon/lat
+        n, e = b["place"]["coordinates"][0][0][:2]
+        assert 4.5e6 < n < 4.7e6 and 5e5 < e < 6e5  # north, east
+
+
+def test_jsonfg_solids_are_polyhedra(http):
+    solids = http.get(ITEMS, params={"f": "jsonfg", "limit": 5, "cim_level": 2}).json()["features"]
+    for f in solids:
+        assert f["place"]["type"] == "Polyhedron" and len(f["place"]["coordinates"][0][0][0][0]) == 3
+        assert f["geometry"]["type"] == "MultiPolygon"
+    road = http.get("/collections/roads/items", params={"f": "jsonfg", "limit": 1, "cim_level": 2}).json()
+    assert road["features"][0]["place"] is None or road["features"][0]["place"]["type"] != "Polyhedron"
+    one = http.get(f"{ITEMS}/{solids[0]['id']}", params={"f": "jsonfg", "cim_level": 2})
+    assert one.headers["content-type"].startswith("application/vnd.ogc.fg+json")
+    assert one.json()["place"] == solids[0]["place"]

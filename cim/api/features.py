@@ -11,6 +11,8 @@ to pygeoapi. Parameters:
 - ``bbox`` with ``bbox-crs`` (default CRS84): densified, transformed to the storage CRS; a CRS84 bbox is
   clipped to the data's area and may cross the antimeridian.
 - ``filter`` (CQL2 text or JSON, ``filter-lang``) with ``filter-crs``: compiled to SQL by :mod:`cim.db.cql`.
+- ``f=jsonfg`` (or Accept ``application/vnd.ogc.fg+json``): JSON-FG 0.2, ``geometry`` in WGS 84 and ``place``
+  in the requested CRS, closed CIM solids as ``Polyhedron``, ``time`` from the validity interval.
 - ``cim_level`` (1–7): the geometry is the object's 3D geometry at the highest CIM level stored up to
   that level (MultiPolygon Z, LineString Z, Point Z; heights in the 1985 datum); the default, without it,
   is the 2D footprint, and so is the fallback for an object with nothing at or below the level.
@@ -73,12 +75,22 @@ def _exception(exc: BadRequest) -> Response:
     return Response(json.dumps(body, ensure_ascii=False), status_code=exc.status, media_type="application/json")
 
 
+JSONFG = "application/vnd.ogc.fg+json"
+JSONFG_CONFORMS = ["http://www.opengis.net/spec/json-fg-1/0.2/conf/core",
+                   "http://www.opengis.net/spec/json-fg-1/0.2/conf/3d"]
+
+
 def wants_geojson(request: Request) -> bool:
-    """True for f=json/geojson, or no f and an Accept header that does not prefer HTML."""
+    """True for f=json/geojson/jsonfg, or no f and an Accept header that does not prefer HTML."""
     f = request.query_params.get("f")
     if f is not None:
-        return f.lower() in ("json", "geojson")
+        return f.lower() in ("json", "geojson", "jsonfg")
     return "text/html" not in request.headers.get("accept", "")
+
+
+def wants_jsonfg(request: Request) -> bool:
+    f = request.query_params.get("f")
+    return (f or "").lower() == "jsonfg" or (f is None and JSONFG in request.headers.get("accept", ""))
 
 
 class FeaturesEndpoint:
@@ -101,7 +113,7 @@ class FeaturesEndpoint:
         try:
             handler: Callable = self._item if self.single else self._items
             body, headers = await run_in_threadpool(handler, request, collection)
-            response = conditional(request, body, GEOJSON, headers)
+            response = conditional(request, body, JSONFG if wants_jsonfg(request) else GEOJSON, headers)
         except BadRequest as exc:
             response = _exception(exc)
         except ProviderGenericError as exc:
@@ -237,11 +249,13 @@ class FeaturesEndpoint:
         when = request.query_params.get("datetime")
         equals = typed_equals(fields, [(k, v) for k, v in request.query_params.items() if k not in RESERVED])
         srid, swap, post = _sql_output(out_crs, provider.storage_srid)
+        fg = wants_jsonfg(request)
         q = FeatureQuery(collection_layer(self.layers[collection]), area=self._area(request, provider),
                          time=parse_interval(when) if when else None, equals=equals, sortby=sortby,
                          limit=limit + 1, offset=offset, after_id=after, before_id=before,
                          with_geometry=not skip_geometry, output_srid=srid, swap_xy=swap,
                          cim_level=self._cim_level(request),
+                         crs84_also_srid=crs84_srid(provider.storage_srid) if fg else None,
                          conditions=self._filter(request, provider) + self._ids(request, provider))
         with provider.engine.connect() as conn:
             # counting every query costs as much as the page again on a large layer: configurable
@@ -252,7 +266,7 @@ class FeaturesEndpoint:
         rows = rows[:limit]
         if before is not None:
             rows.reverse()
-        features = [_feature_json(r, fields, select or None, post) for r in rows]
+        features = [_feature_json(r, fields, select or None, post, out_crs if fg else None) for r in rows]
         url = f"{self.base_url}/collections/{collection}/items"
         params = [(k, v) for k, v in request.query_params.multi_items() if k not in ("f", "offset", "after", "before")]
         here = [("offset", str(offset))] if offset else [("after", str(after))] if after is not None else \
@@ -272,7 +286,9 @@ class FeaturesEndpoint:
             if offset > 0:
                 links.append(_link("prev", GEOJSON, url, json_params + [("offset", str(max(0, offset - limit)))]))
         number_matched = "" if matched is None else f'"numberMatched":{matched},'
-        body = ('{"type":"FeatureCollection","features":[' + ",".join(features) + f'],{number_matched}'
+        fg_head = (f'"conformsTo":{json.dumps(JSONFG_CONFORMS)},"coordRefSys":{json.dumps(out_crs.uri)},'
+                   f'"featureType":{json.dumps(collection)},' if fg else "")
+        body = ('{"type":"FeatureCollection",' + fg_head + '"features":[' + ",".join(features) + f'],{number_matched}'
                 f'"numberReturned":{len(features)},"links":{json.dumps(links, ensure_ascii=False)}')
         etag = _etag(body)  # of the content, not of the time stamp that follows
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -284,13 +300,18 @@ class FeaturesEndpoint:
         out_crs = self._output_crs(request)
         srid, swap, post = _sql_output(out_crs, provider.storage_srid)
         fid = request.path_params["feature"]
+        fg = wants_jsonfg(request)
         with provider.engine.connect() as conn:
-            row = conn.execute(select_feature(provider.tables, provider.dialect, provider.layer, fid, srid,
-                                              swap_xy=swap, cim_level=self._cim_level(request))).mappings().first()
+            stmt = select_feature(provider.tables, provider.dialect, provider.layer, fid, srid, swap_xy=swap,
+                                  cim_level=self._cim_level(request),
+                                  crs84_also_srid=crs84_srid(provider.storage_srid) if fg else None)
+            row = conn.execute(stmt).mappings().first()
         if row is None:
             raise BadRequest(f"no feature {fid!r} in {collection}", "NotFound", HTTPStatus.NOT_FOUND)
         url = f"{self.base_url}/collections/{collection}/items/{fid}"
-        feature = json.loads(_feature_json(row, provider.get_fields(), None, post))
+        feature = json.loads(_feature_json(row, provider.get_fields(), None, post, out_crs if fg else None))
+        if fg:
+            feature = {"conformsTo": JSONFG_CONFORMS, "coordRefSys": out_crs.uri, **feature}
         params = [(k, v) for k, v in request.query_params.multi_items() if k != "f"]
         feature["links"] = [_link("self", GEOJSON, url, params + [("f", "json")]),
                             _link("alternate", "text/html", url, params + [("f", "html")]),
@@ -339,7 +360,9 @@ def _sql_output(info: CRSInfo, storage_srid: int) -> tuple[int, bool, CRSInfo | 
     return crs84_srid(storage_srid), False, info  # GCJ-02, BD-09, local systems: from CRS84 in numpy
 
 
-def _feature_json(row: Any, fields: dict[str, Any], select: list[str] | None, post: CRSInfo | None) -> str:
+def _feature_json(row: Any, fields: dict[str, Any], select: list[str] | None, post: CRSInfo | None,
+                  jsonfg_crs: CRSInfo | None = None) -> str:
+    """One feature as JSON text; with ``jsonfg_crs``, as a JSON-FG feature (place, time, featureType)."""
     geometry = row.get("geometry")
     if geometry is not None and post is not None:
         geom = shape(json.loads(geometry))
@@ -350,9 +373,40 @@ def _feature_json(row: Any, fields: dict[str, Any], select: list[str] | None, po
         a, b = swap_axes(post, np.round(x, 9), np.round(y, 9))
         cols = [a, b, coords[:, 2]] if has_z else [a, b]  # heights pass through (they are 1985 heights)
         geometry = json.dumps(mapping(shapely.set_coordinates(geom, np.column_stack(cols))))
-    props = json.dumps(feature_properties(row, fields, select), ensure_ascii=False)
-    return (f'{{"type":"Feature","id":{json.dumps(row["uid"])},"geometry":{geometry or "null"},'
-            f'"properties":{props}}}')
+    props_dict = feature_properties(row, fields, select)
+    props = json.dumps(props_dict, ensure_ascii=False)
+    uid = json.dumps(row["uid"])
+    if jsonfg_crs is None:
+        return f'{{"type":"Feature","id":{uid},"geometry":{geometry or "null"},"properties":{props}}}'
+    # JSON-FG: "geometry" is always WGS 84 lon/lat; "place" holds it in any other CRS, and solids (CIM
+    # levels' closed shells) as Polyhedron, which GeoJSON cannot express.
+    wgs84 = row.get("geometry84", geometry) if jsonfg_crs.uri != CRS84_URI else geometry
+    place = None if jsonfg_crs.uri == CRS84_URI else geometry
+    solid = _polyhedron(geometry) if geometry is not None else None
+    if solid is not None:
+        place = solid
+    valid_from, valid_to = props_dict.get("valid_from"), props_dict.get("valid_to")
+    time_ = json.dumps({"interval": [valid_from or "..", valid_to or ".."]}) if valid_from else "null"
+    return (f'{{"type":"Feature","id":{uid},"featureType":{json.dumps(props_dict.get("class"))},'
+            f'"time":{time_},"place":{place or "null"},"geometry":{wgs84 or "null"},"properties":{props}}}')
+
+
+def _polyhedron(geometry: str) -> str | None:
+    """A closed 3D MultiPolygon (a CIM solid's faces) as a JSON-FG Polyhedron; None for anything else
+    (a draped road surface is 3D but not closed, a pipe is a line)."""
+    doc = json.loads(geometry)
+    coords = doc.get("coordinates")
+    if doc.get("type") != "MultiPolygon" or not coords or len(coords[0][0][0]) != 3:
+        return None
+    edges: dict[tuple, int] = {}
+    for polygon in coords:
+        for ring in polygon:
+            points = [tuple(round(v, 6) for v in p) for p in ring]
+            for a, b in zip(points[:-1], points[1:], strict=True):
+                edges[(a, b)] = edges.get((a, b), 0) + 1
+    if any(edges.get((b, a), 0) != n for (a, b), n in edges.items()):
+        return None  # not closed: every edge of a shell is walked once each way
+    return json.dumps({"type": "Polyhedron", "coordinates": [coords]})
 
 
 def _link(rel: str, media_type: str, url: str, params: list[tuple[str, str]]) -> dict[str, str]:

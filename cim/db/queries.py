@@ -61,6 +61,7 @@ class FeatureQuery:
     swap_xy: bool = False  # write y/x (lat/lon, north/east) for CRSs whose first axis is northing
     cim_level: int | None = None  # None: the 2D footprint; 1-7: the 3D geometry at that CIM level
     geometry_encoding: str = "geojson"  # or "wkb" (for writing files)
+    crs84_also_srid: int | None = None  # JSON-FG: also the geometry as CRS84 lon/lat from this SRID
     precision: int = 9
 
 
@@ -146,6 +147,8 @@ def select_features(t: CIMTables, dialect: str, q: FeatureQuery) -> Select:
     if q.with_geometry:
         cols.append(geojson_expr(t, dialect, q.output_srid, q.precision, q.swap_xy, q.cim_level,
                                  q.geometry_encoding).label("geometry"))
+        if q.crs84_also_srid is not None:
+            cols.append(geojson_expr(t, dialect, q.crs84_also_srid, q.precision, False, q.cim_level).label("geometry84"))
     stmt = select(*cols).select_from(co)
     if "parent" in layer_properties(q.layer):
         stmt = stmt.outerjoin(parent, parent.c.id == co.c.parent_id).outerjoin(root, root.c.id == co.c.root_id)
@@ -164,10 +167,11 @@ def count_features(t: CIMTables, dialect: str, q: FeatureQuery) -> Select:
 
 
 def select_feature(t: CIMTables, dialect: str, layer: str, uid: str, output_srid: int = 4326,
-                   precision: int = 9, swap_xy: bool = False, cim_level: int | None = None) -> Select:
+                   precision: int = 9, swap_xy: bool = False, cim_level: int | None = None,
+                   crs84_also_srid: int | None = None) -> Select:
     """One feature of ``layer`` by its public id."""
     q = FeatureQuery(layer, output_srid=output_srid, precision=precision, swap_xy=swap_xy, cim_level=cim_level,
-                     limit=1)
+                     crs84_also_srid=crs84_also_srid, limit=1)
     stmt = select_features(t, dialect, q)
     return stmt.where(t.city_object.c.uid == uid)
 
