@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import json
 import tempfile
-from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyogrio.raw
 import shapely
-from pygeoapi.process.base import BaseProcessor, ProcessorExecuteError
+from pygeoapi.process.base import BaseProcessor
 
-from cim.api.provider import CIMProvider, FIELD_TYPES
+from cim.api.processes import InvalidProcessInput
+from cim.api.provider import FIELD_TYPES, CIMProvider
 from cim.crs import crs84_srid
 from cim.crs.registry import CRS84_URI, UnknownCRS, default_registry
 from cim.crs.transform import bbox_polygon, clip_lonlat_bbox, transform
@@ -29,11 +29,6 @@ from cim.db.queries import FeatureQuery, select_features
 
 FORMATS = {"gpkg": ("GPKG", "application/geopackage+sqlite3", ".gpkg"),
            "fgb": ("FlatGeobuf", "application/flatgeobuf", ".fgb")}
-
-
-class InvalidDownload(ProcessorExecuteError):
-    http_status_code = HTTPStatus.BAD_REQUEST
-    ogc_exception_code = "InvalidParameterValue"
 
 
 PROCESS_METADATA: dict[str, Any] = {
@@ -75,26 +70,26 @@ class DownloadProcessor(BaseProcessor):
     def execute(self, data: dict[str, Any], outputs: dict | None = None) -> tuple[str, bytes]:
         layers = data.get("layers")
         if not isinstance(layers, list) or not layers or any(layer not in LAYERS for layer in layers):
-            raise InvalidDownload(user_msg=f"layers: one or more of {', '.join(LAYERS)}")
+            raise InvalidProcessInput(user_msg=f"layers: one or more of {', '.join(LAYERS)}")
         fmt = data.get("format", "gpkg")
         if fmt not in FORMATS:
-            raise InvalidDownload(user_msg="format: gpkg or fgb")
+            raise InvalidProcessInput(user_msg="format: gpkg or fgb")
         if fmt == "fgb" and len(layers) != 1:
-            raise InvalidDownload(user_msg="format fgb holds one layer: ask for one, or use gpkg")
+            raise InvalidProcessInput(user_msg="format fgb holds one layer: ask for one, or use gpkg")
         bbox = data.get("bbox")
         if (not isinstance(bbox, list) or len(bbox) != 4 or not all(isinstance(v, (int, float)) for v in bbox)
                 or bbox[1] > bbox[3]):
-            raise InvalidDownload(user_msg="bbox: [min lon, min lat, max lon, max lat] in CRS84")
+            raise InvalidProcessInput(user_msg="bbox: [min lon, min lat, max lon, max lat] in CRS84")
         level = data.get("cim_level")
         if level is not None and (not isinstance(level, int) or not 1 <= level <= 7):
-            raise InvalidDownload(user_msg="cim_level: an integer from 1 to 7")
+            raise InvalidProcessInput(user_msg="cim_level: an integer from 1 to 7")
         reg = default_registry()
         try:
             out_crs = reg.resolve(data.get("crs", "EPSG:4550"))
         except UnknownCRS as exc:
-            raise InvalidDownload(user_msg=f"crs: {exc}") from None
+            raise InvalidProcessInput(user_msg=f"crs: {exc}") from None
         if out_crs.dimension != 2 or out_crs.pyproj_crs.is_geocentric:
-            raise InvalidDownload(user_msg="crs: a 2D CRS")
+            raise InvalidProcessInput(user_msg="crs: a 2D CRS")
         driver, mime, suffix = FORMATS[fmt]
         with tempfile.TemporaryDirectory(prefix="cim-download-") as tmp:
             path = Path(tmp) / f"cim{suffix}"
@@ -118,7 +113,7 @@ class DownloadProcessor(BaseProcessor):
         with provider.engine.connect() as conn:
             rows = conn.execute(select_features(provider.tables, provider.dialect, q)).mappings().all()
         if so_far + len(rows) > self.max_features:
-            raise InvalidDownload(user_msg=f"more than {self.max_features:,} features: narrow the bbox or the layers")
+            raise InvalidProcessInput(user_msg=f"more than {self.max_features:,} features: narrow the bbox or the layers")
         if not rows:
             return 0
         geoms = shapely.from_wkb([bytes(r["geometry"]) for r in rows])

@@ -17,8 +17,8 @@ from cim.crs.registry import UnknownCRS, default_registry
 from cim.crs.transform import OutsideArea, height_warning
 
 
-class InvalidTransformInput(ProcessorExecuteError):
-    """Bad input: a 400 with the OGC exception JSON, not pygeoapi's default 500."""
+class InvalidProcessInput(ProcessorExecuteError):
+    """Bad input to one of our processes: a 400 with the OGC exception JSON, not pygeoapi's default 500."""
 
     http_status_code = HTTPStatus.BAD_REQUEST
     ogc_exception_code = "InvalidParameterValue"
@@ -96,7 +96,7 @@ class CoordinateTransformProcessor(BaseProcessor):
         try:
             return "application/json", run_transform(data)
         except (InvalidInput, UnknownCRS, OutsideArea) as exc:
-            raise InvalidTransformInput(user_msg=str(exc)) from None
+            raise InvalidProcessInput(user_msg=str(exc)) from None
 
     def __repr__(self) -> str:
         return "<CoordinateTransformProcessor>"
