@@ -33,7 +33,6 @@ def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, int, str]:
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env={**os.environ, **env}, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-    out, err = "", ""
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - t0
     out, err = proc.stdout.read(), proc.stderr.read()

@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pyproj import Transformer
 from sqlalchemy import Engine
 
-from cim.crs import crs
+from cim.crs import transformer
 from cim.db.queries import extent_statements, to_utc
 from cim.db.schema import tables_for
 from cim.settings import Settings, config_path, load_config_file
@@ -28,7 +27,7 @@ def layer_extents(engine: Engine) -> dict[str, dict[str, Any]]:
     """pygeoapi ``extents`` (CRS84 bbox, validity interval) of every layer with data."""
     t = tables_for(engine)
     srid = t.city_object.c.geom.type.srid
-    to_crs84 = Transformer.from_crs(crs(srid), crs("OGC:CRS84"), always_xy=True)
+    to_crs84 = transformer(srid, "OGC:CRS84")
     out: dict[str, dict[str, Any]] = {}
     from cim.db.models import LAYERS
 

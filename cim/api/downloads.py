@@ -19,11 +19,11 @@ import pyogrio.raw
 import shapely
 from pygeoapi.process.base import BaseProcessor
 
+from cim.api.features import sql_output
 from cim.api.processes import InvalidProcessInput
 from cim.api.provider import FIELD_TYPES, CIMProvider
-from cim.crs import crs84_srid
 from cim.crs.registry import CRS84_URI, UnknownCRS, default_registry
-from cim.crs.transform import bbox_polygon, clip_lonlat_bbox, transform
+from cim.crs.transform import query_area, transform
 from cim.db.models import LAYERS
 from cim.db.queries import FeatureQuery, select_features
 
@@ -104,10 +104,9 @@ class DownloadProcessor(BaseProcessor):
         provider = CIMProvider({"name": "cim.api.provider.CIMProvider", "type": "feature", "data": layer})
         reg = default_registry()
         storage = reg.epsg(provider.storage_srid)
-        boxes = clip_lonlat_bbox(tuple(bbox), storage.area)
-        area = shapely.union_all([bbox_polygon(b, reg.resolve(CRS84_URI), storage) for b in boxes]) if boxes \
-            else shapely.Polygon()
-        sql_srid = out_crs.epsg if out_crs.epsg is not None else crs84_srid(provider.storage_srid)
+        area = query_area(tuple(bbox), reg.resolve(CRS84_URI), storage)
+        # files are written x/y whatever the CRS's axis order: the database's swap is not wanted here
+        sql_srid, _swap, post = sql_output(out_crs, provider.storage_srid)
         q = FeatureQuery(layer, area=area, limit=self.max_features - so_far + 1, output_srid=sql_srid,
                          cim_level=level, geometry_encoding="wkb")
         with provider.engine.connect() as conn:
@@ -117,9 +116,9 @@ class DownloadProcessor(BaseProcessor):
         if not rows:
             return 0
         geoms = shapely.from_wkb([bytes(r["geometry"]) for r in rows])
-        if out_crs.epsg is None:  # GCJ-02, BD-09, local systems: from CRS84 lon/lat in numpy
+        if post is not None:  # GCJ-02, BD-09, local systems: from CRS84 lon/lat in numpy
             xy = shapely.get_coordinates(geoms, include_z=bool(shapely.has_z(geoms).any()))
-            x, y, _ = transform(reg.resolve(CRS84_URI), out_crs, xy[:, 0], xy[:, 1], check_area=False)
+            x, y, _ = transform(reg.resolve(CRS84_URI), post, xy[:, 0], xy[:, 1], check_area=False)
             xy[:, 0], xy[:, 1] = x, y
             geoms = shapely.set_coordinates(geoms, xy)
         fields = list(provider.get_fields())

@@ -46,7 +46,7 @@ from cim.api.middleware import BodyRewriter
 from cim.api.provider import CIMProvider, feature_properties, parse_interval, typed_equals
 from cim.crs import crs84_srid
 from cim.crs.registry import CRS84_URI, CRSInfo, UnknownCRS, default_registry
-from cim.crs.transform import OutsideArea, bbox_polygon, clip_lonlat_bbox, swap_axes, transform
+from cim.crs.transform import OutsideArea, query_area, swap_axes, transform
 from cim.db import cql
 from cim.db.queries import FeatureQuery, count_features, select_feature, select_features
 from cim.settings import get_settings
@@ -161,12 +161,8 @@ class FeaturesEndpoint:
         (x0, x1), (y0, y1) = swap_axes(bbox_crs, (a0, a1), (b0, b1))  # the CRS's axis order → x/y
         if y0 > y1 or (x0 > x1 and not bbox_crs.geographic):
             raise BadRequest("bbox: the lower corner must come first (min <= max)")
-        storage = reg.epsg(provider.storage_srid)
-        if bbox_crs.uri == CRS84_URI:
-            polygons = [bbox_polygon(b, bbox_crs, storage) for b in clip_lonlat_bbox((x0, y0, x1, y1), storage.area)]
-            return shapely.union_all(polygons) if polygons else shapely.Polygon()
         try:
-            return bbox_polygon((x0, y0, x1, y1), bbox_crs, storage)
+            return query_area((x0, y0, x1, y1), bbox_crs, reg.epsg(provider.storage_srid))
         except OutsideArea as exc:
             raise BadRequest(f"bbox: {exc}") from None
 
@@ -248,7 +244,7 @@ class FeaturesEndpoint:
         skip_geometry = _bool(request.query_params.get("skipGeometry"), "skipGeometry")
         when = request.query_params.get("datetime")
         equals = typed_equals(fields, [(k, v) for k, v in request.query_params.items() if k not in RESERVED])
-        srid, swap, post = _sql_output(out_crs, provider.storage_srid)
+        srid, swap, post = sql_output(out_crs, provider.storage_srid)
         fg = wants_jsonfg(request)
         q = FeatureQuery(collection_layer(self.layers[collection]), area=self._area(request, provider),
                          time=parse_interval(when) if when else None, equals=equals, sortby=sortby,
@@ -298,7 +294,7 @@ class FeaturesEndpoint:
         provider = self._provider(collection)
         self._check_params(request, provider, {"f", "lang", "crs", "cim_level"})
         out_crs = self._output_crs(request)
-        srid, swap, post = _sql_output(out_crs, provider.storage_srid)
+        srid, swap, post = sql_output(out_crs, provider.storage_srid)
         fid = request.path_params["feature"]
         fg = wants_jsonfg(request)
         with provider.engine.connect() as conn:
@@ -351,7 +347,7 @@ def collection_layer(provider_def: dict[str, Any]) -> str:
     return str(provider_def["data"])
 
 
-def _sql_output(info: CRSInfo, storage_srid: int) -> tuple[int, bool, CRSInfo | None]:
+def sql_output(info: CRSInfo, storage_srid: int) -> tuple[int, bool, CRSInfo | None]:
     """(SRID the database writes, swap axes there, CRS to transform to afterwards in numpy or None)."""
     if info.uri == CRS84_URI:
         return crs84_srid(storage_srid), False, None

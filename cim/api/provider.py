@@ -29,7 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from cim.crs import crs84_srid
 from cim.crs.registry import CRS84_URI, default_registry
-from cim.crs.transform import bbox_polygon, clip_lonlat_bbox
+from cim.crs.transform import query_area
 from cim.db.engine import CIMDatabaseError, open_engine
 from cim.db.models import LAYERS, CIMTables
 from cim.db.queries import (
@@ -136,10 +136,7 @@ class CIMProvider(BaseProvider):
         if not all(math.isfinite(v) for v in (minx, miny, maxx, maxy)) or miny > maxy:
             raise ProviderInvalidQueryError(user_msg="bbox: four finite numbers, miny <= maxy")
         reg = default_registry()
-        storage = reg.epsg(self.storage_srid)
-        boxes = clip_lonlat_bbox((minx, miny, maxx, maxy), storage.area)
-        polygons = [bbox_polygon(b, reg.resolve(CRS84_URI), storage) for b in boxes]
-        return shapely.union_all(polygons) if polygons else shapely.Polygon()  # empty: matches nothing
+        return query_area((minx, miny, maxx, maxy), reg.resolve(CRS84_URI), reg.epsg(self.storage_srid))
 
     def _equals(self, properties: list[tuple[str, str]]) -> dict[str, Any]:
         return typed_equals(self._fields, properties)

@@ -16,7 +16,7 @@ import numpy as np
 from pyproj import CRS, Transformer
 
 from cim.crs import gcj
-from cim.crs.registry import CRSInfo
+from cim.crs.registry import CRS84_URI, CRSInfo
 
 AREA_MARGIN_DEG = 0.05  # GK zones and national extents are used a little beyond their official edges
 
@@ -227,3 +227,18 @@ def clip_lonlat_bbox(bbox: tuple[float, float, float, float],
         if box[0] <= box[2] and box[1] <= box[3]:
             out.append(box)
     return out
+
+
+def query_area(bbox: tuple[float, float, float, float], src: CRSInfo, dst: CRSInfo):
+    """The part of ``dst`` a query bbox (x/y order in ``src``) selects: the one place bbox filters are made.
+
+    A CRS84 bbox is clipped to ``dst``'s area of use (where the data is) and may cross the antimeridian; an
+    empty polygon means it selects nothing. Other CRSs are transformed as given (``OutsideArea`` if they
+    leave either area).
+    """
+    import shapely
+
+    if src.uri != CRS84_URI:
+        return bbox_polygon(bbox, src, dst)
+    polygons = [bbox_polygon(b, src, dst) for b in clip_lonlat_bbox(bbox, dst.area)]
+    return shapely.union_all(polygons) if polygons else shapely.Polygon()
