@@ -15,7 +15,7 @@ from functools import lru_cache
 import numpy as np
 from pyproj import CRS, Transformer
 
-from cim.crs import gcj
+from cim.crs import gcj, thread_cheap
 from cim.crs.registry import CRS84_URI, CRSInfo
 
 AREA_MARGIN_DEG = 0.05  # GK zones and national extents are used a little beyond their official edges
@@ -27,12 +27,12 @@ class OutsideArea(ValueError):
 
 @lru_cache(maxsize=256)
 def _transformer(src_wkt: str, dst_wkt: str) -> Transformer:
-    return Transformer.from_crs(CRS.from_wkt(src_wkt), CRS.from_wkt(dst_wkt), always_xy=True)
+    return thread_cheap(Transformer.from_crs(CRS.from_wkt(src_wkt), CRS.from_wkt(dst_wkt), always_xy=True))
 
 
 @lru_cache(maxsize=64)
 def _to_lonlat(src_wkt: str) -> Transformer:
-    return Transformer.from_crs(CRS.from_wkt(src_wkt), CRS.from_user_input("OGC:CRS84"), always_xy=True)
+    return thread_cheap(Transformer.from_crs(CRS.from_wkt(src_wkt), CRS.from_user_input("OGC:CRS84"), always_xy=True))
 
 
 def pyproj_transformer(src: CRSInfo, dst: CRSInfo) -> Transformer:
