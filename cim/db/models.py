@@ -92,6 +92,7 @@ class CIMTables:
     city_object: Table
     city_object_geometry: Table
     raster_layer: Table
+    layer_version: Table
 
 
 def build_tables(srid: int) -> CIMTables:
@@ -206,7 +207,17 @@ def build_tables(srid: int) -> CIMTables:
         Column("dataset_id", Integer, ForeignKey("dataset.id", ondelete="CASCADE"), nullable=False),
     )
 
-    return CIMTables(md, meta, dataset, import_run, city_object, city_object_geometry, raster_layer)
+    # Bumped in the transaction of every write to a layer: what ETags and tile caches are keyed on, read
+    # before the data (a reader never labels new data with an old version).
+    layer_version = Table(
+        "layer_version",
+        md,
+        Column("layer", String(32), primary_key=True),
+        Column("version", BigInteger, nullable=False),
+        Column("changed_at", DateTime(timezone=True), nullable=False),
+    )
+
+    return CIMTables(md, meta, dataset, import_run, city_object, city_object_geometry, raster_layer, layer_version)
 
 
 @lru_cache(maxsize=8)

@@ -8,12 +8,14 @@ transaction as the version bump, so a failed step leaves the database as it was.
 from __future__ import annotations
 
 from collections.abc import Callable
+import uuid
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, func, inspect, select, text
 
 from cim.db.engine import CIMDatabaseError, safe_url
 from cim.db.models import CIMTables, build_tables, cim_tables
+from cim.db.versions import bump
 
 
 def _v1_core(conn: Connection, t: CIMTables) -> None:
@@ -29,9 +31,19 @@ def _v2_rasters_and_validity(conn: Connection, t: CIMTables) -> None:
     conn.execute(text("CREATE INDEX ix_city_object_validity ON city_object (valid_from, valid_to)"))
 
 
+def _v3_layer_versions(conn: Connection, t: CIMTables) -> None:
+    """Per-layer data versions (cache validators), starting at 1 for the layers that hold data, and an id
+    for the database itself (two databases at the same versions are still different data)."""
+    t.layer_version.create(conn)
+    layers = conn.execute(select(t.city_object.c.layer).distinct()).scalars().all()
+    bump(conn, t, layers)
+    _set_meta(conn, t, database_id=uuid.uuid4().hex)
+
+
 STEPS: dict[int, Callable[[Connection, CIMTables], None]] = {
     1: _v1_core,
     2: _v2_rasters_and_validity,
+    3: _v3_layer_versions,
 }
 HEAD = max(STEPS)
 

@@ -19,6 +19,7 @@ from geoalchemy2 import WKBElement
 from sqlalchemy import Connection, func, select, text
 
 from cim.db.models import CIMTables
+from cim.db.versions import bump
 
 OBJECT_COLUMNS = (
     "id", "uid", "source_id", "object_class", "layer", "cim_level", "parent_id", "root_id",
@@ -49,6 +50,7 @@ class ObjectWriter:
         self.batch_size = batch_size
         self.valid_from = datetime.now(UTC)
         self.counts: Counter[str] = Counter()
+        self.layers: set[str] = set()
         self._objects: list[dict[str, Any]] = []
         self._geoms: list[tuple[int, int, Any, list[str] | None]] = []
         self._postgis = conn.dialect.name == "postgresql"
@@ -71,6 +73,7 @@ class ObjectWriter:
         for level, geom, surfaces in geometries:
             self._geoms.append((obj["id"], level, geom, surfaces))
         self.counts[obj["object_class"]] += 1
+        self.layers.add(obj["layer"])
         if len(self._objects) >= self.batch_size:
             self.flush()
         return obj["id"]
@@ -91,8 +94,10 @@ class ObjectWriter:
             self._insert_sqlite(objects, footprints, geoms, solids, defaults)
 
     def finish(self) -> Counter[str]:
-        """Flush, bring the id sequence past the ids used, and return objects written per class."""
+        """Flush, bring the id sequence past the ids used, bump the written layers' versions, and return
+        objects written per class."""
         self.flush()
+        bump(self.conn, self.t, self.layers)
         if self._postgis:
             self.conn.execute(text(
                 "SELECT setval(pg_get_serial_sequence('city_object', 'id'), "

@@ -1,0 +1,33 @@
+"""Per-layer data versions: every write to a layer bumps its version in the same transaction.
+
+HTTP validators (ETag) and tile caches are keyed on them, so a cached answer is reused exactly as long as
+the layer's data is unchanged, and checking costs one primary-key read instead of running the query.
+Every write path in ``cim`` goes through :func:`bump` (the :class:`cim.db.writer.ObjectWriter` does it in
+``finish``); writes made outside ``cim`` must call it too, or caches will serve the old data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection, select
+
+from cim.db.models import CIMTables
+
+
+def bump(conn: Connection, t: CIMTables, layers: Iterable[str]) -> None:
+    """Give each of ``layers`` a new version, inside the caller's transaction."""
+    lv = t.layer_version
+    now = datetime.now(UTC)
+    for layer in sorted(set(layers)):
+        done = conn.execute(lv.update().where(lv.c.layer == layer)
+                            .values(version=lv.c.version + 1, changed_at=now)).rowcount
+        if not done:
+            conn.execute(lv.insert().values(layer=layer, version=1, changed_at=now))
+
+
+def layer_version(conn: Connection, t: CIMTables, layer: str) -> int:
+    """The layer's current version (0 for a layer never written)."""
+    lv = t.layer_version
+    return int(conn.execute(select(lv.c.version).where(lv.c.layer == layer)).scalar() or 0)
