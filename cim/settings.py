@@ -79,8 +79,10 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=PROJECT_ROOT / "var")
     demo: DemoSettings = Field(default_factory=DemoSettings)
     # numberMatched on items pages: an exact count per request, or (False) omitted where counting a large
-    # layer costs too much; paging links do not depend on it
+    # layer costs too much; paging links do not depend on it. Counting stops at count_limit: beyond it
+    # numberMatched is omitted (a page that holds every match is counted for free).
     count_matched: bool = True
+    count_limit: int = Field(default=100_000, ge=1)
     # Supported CRSs (None: the defaults of cim.crs.registry.DEFAULT_CRS) and the local systems.
     crs: list[str] | None = None
     local_crs: list[LocalCRS] = Field(default_factory=list)

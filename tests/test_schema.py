@@ -97,3 +97,35 @@ def test_failed_upgrade_keeps_old_version(empty, monkeypatch):
         schema.upgrade(empty)
     assert schema.schema_version(empty) == 1
     assert "raster_layer" not in inspect(empty).get_table_names()
+
+
+def test_writes_bump_the_versions_of_the_layers_they_touch(empty):
+    """Every ObjectWriter run gives the layers it wrote a new version (what ETags and caches key on);
+    upgrading an old database starts each layer holding data at version 1 and records a database id."""
+    from cim.db.versions import layer_version
+    from cim.db.writer import ObjectWriter
+
+    schema.init(empty, 4550, 5737, to=2)
+    t = cim_tables(4550)
+    now = datetime.now(UTC)
+
+    def write(layer: str, uid: str) -> None:
+        with empty.begin() as conn:
+            ds = conn.execute(t.dataset.insert().values(name=uid, created_at=now)).inserted_primary_key[0]
+            w = ObjectWriter(conn, t, ds, None)
+            w.add({"uid": uid, "object_class": "Road" if layer == "roads" else "Building", "layer": layer,
+                   "cim_level": 1, "geom": shapely.box(560000, 4570000, 560010, 4570010)})
+            w.finish()
+
+    with empty.begin() as conn:  # data written at schema v2, before versions existed
+        ds = conn.execute(t.dataset.insert().values(name="old", created_at=now)).inserted_primary_key[0]
+        conn.execute(t.city_object.insert().values(uid="R-0", object_class="Road", layer="roads", cim_level=1,
+                                                   valid_from=now, dataset_id=ds))
+    schema.upgrade(empty)
+    with empty.connect() as conn:
+        assert layer_version(conn, t, "roads") == 1 and layer_version(conn, t, "buildings") == 0
+        assert len(schema.read_meta(conn)["database_id"]) == 32
+    write("buildings", "B-1")
+    write("buildings", "B-2")
+    with empty.connect() as conn:
+        assert layer_version(conn, t, "buildings") == 2 and layer_version(conn, t, "roads") == 1

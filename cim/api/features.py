@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
@@ -37,18 +37,21 @@ import numpy as np
 import shapely
 from pygeoapi.provider.base import ProviderGenericError
 from shapely.geometry import mapping, shape
+from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cim.api.middleware import BodyRewriter
-from cim.api.provider import CIMProvider, feature_properties, parse_interval, typed_equals
+from cim import __version__
+from cim.api.provider import CIMProvider, database_id, feature_properties, parse_interval, typed_equals
 from cim.crs import crs84_srid
 from cim.crs.registry import CRS84_URI, CRSInfo, UnknownCRS, default_registry
 from cim.crs.transform import OutsideArea, query_area, swap_axes, transform
 from cim.db import cql
 from cim.db.queries import FeatureQuery, count_features, select_feature, select_features
+from cim.db.versions import layer_version
 from cim.settings import get_settings
 
 GEOJSON = "application/geo+json"
@@ -103,6 +106,7 @@ class FeaturesEndpoint:
         self.max_limit = int(limits.get("max_items", 10000))
         self.output_crs = output_crs_uris()
         self.count_matched = get_settings().count_matched
+        self.count_limit = get_settings().count_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
@@ -112,8 +116,7 @@ class FeaturesEndpoint:
             return
         try:
             handler: Callable = self._item if self.single else self._items
-            body, headers = await run_in_threadpool(handler, request, collection)
-            response = conditional(request, body, JSONFG if wants_jsonfg(request) else GEOJSON, headers)
+            response = await run_in_threadpool(handler, request, collection)
         except BadRequest as exc:
             response = _exception(exc)
         except ProviderGenericError as exc:
@@ -218,7 +221,15 @@ class FeaturesEndpoint:
         return value
 
     # ------------------------------------------------------------------ handlers
-    def _items(self, request: Request, collection: str) -> tuple[str, dict[str, str]]:
+    def _validator(self, conn: Connection, provider: CIMProvider, request: Request, media_type: str) -> str:
+        """A weak ETag from what the answer depends on: the layer's data version (read before the data), the
+        database, this software, the base URL and the request. Checking it costs one key read, not the query."""
+        versions = [layer_version(conn, provider.tables, layer) for layer in (provider.layer, *DEPENDS.get(provider.layer, ()))]
+        key = json.dumps([database_id(provider), versions, __version__, RESPONSE_FORMAT, self.base_url, media_type,
+                          request.url.path, sorted(request.query_params.multi_items())])
+        return 'W/"' + hashlib.blake2b(key.encode(), digest_size=16).hexdigest() + '"'
+
+    def _items(self, request: Request, collection: str) -> Response:
         provider = self._provider(collection)
         fields = provider.get_fields()
         self._check_params(request, provider, RESERVED)
@@ -239,8 +250,6 @@ class FeaturesEndpoint:
             sortby.append((name, asc))
         if (after is not None or before is not None) and (sortby or offset or (after is not None and before is not None)):
             raise BadRequest("after/before: page tokens from next/prev links; not with sortby, offset or each other")
-        # Keyset paging (next: after=<last id>) unless the client sorts or pages by offset itself.
-        keyset = not sortby and not offset
         skip_geometry = _bool(request.query_params.get("skipGeometry"), "skipGeometry")
         when = request.query_params.get("datetime")
         equals = typed_equals(fields, [(k, v) for k, v in request.query_params.items() if k not in RESERVED])
@@ -253,51 +262,67 @@ class FeaturesEndpoint:
                          cim_level=self._cim_level(request),
                          crs84_also_srid=crs84_srid(provider.storage_srid) if fg else None,
                          conditions=self._filter(request, provider) + self._ids(request, provider))
-        with provider.engine.connect() as conn:
-            # counting every query costs as much as the page again on a large layer: configurable
-            matched = (conn.execute(count_features(provider.tables, provider.dialect, q)).scalar_one()
-                       if self.count_matched else None)
-            rows = list(conn.execute(select_features(provider.tables, provider.dialect, q)).mappings().all())
-        more = len(rows) > limit  # one row beyond the page: there is another page that way
-        rows = rows[:limit]
-        if before is not None:
-            rows.reverse()
-        features = [_feature_json(r, fields, select or None, post, out_crs if fg else None) for r in rows]
-        url = f"{self.base_url}/collections/{collection}/items"
-        params = [(k, v) for k, v in request.query_params.multi_items() if k not in ("f", "offset", "after", "before")]
-        here = [("offset", str(offset))] if offset else [("after", str(after))] if after is not None else \
-            [("before", str(before))] if before is not None else []
-        links = [_link("self", GEOJSON, url, params + [("f", "json")] + here),
-                 _link("alternate", "text/html", url, params + [("f", "html")]),
-                 {"rel": "collection", "type": "application/json", "href": f"{self.base_url}/collections/{collection}"}]
-        json_params = params + [("f", "json")]
-        if keyset:
-            if rows and (more if before is None else True):
-                links.append(_link("next", GEOJSON, url, json_params + [("after", str(rows[-1]["id"]))]))
-            if rows and (after is not None or (before is not None and more)):
-                links.append(_link("prev", GEOJSON, url, json_params + [("before", str(rows[0]["id"]))]))
-        else:
-            if more:
-                links.append(_link("next", GEOJSON, url, json_params + [("offset", str(offset + limit))]))
-            if offset > 0:
-                links.append(_link("prev", GEOJSON, url, json_params + [("offset", str(max(0, offset - limit)))]))
-        number_matched = "" if matched is None else f'"numberMatched":{matched},'
-        fg_head = (f'"conformsTo":{json.dumps(JSONFG_CONFORMS)},"coordRefSys":{json.dumps(out_crs.uri)},'
-                   f'"featureType":{json.dumps(collection)},' if fg else "")
-        body = ('{"type":"FeatureCollection",' + fg_head + '"features":[' + ",".join(features) + f'],{number_matched}'
-                f'"numberReturned":{len(features)},"links":{json.dumps(links, ensure_ascii=False)}')
-        etag = _etag(body)  # of the content, not of the time stamp that follows
-        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        return body + f',"timeStamp":"{stamp}"}}', {"Content-Crs": f"<{out_crs.uri}>", "ETag": etag}
+        media_type = JSONFG if fg else GEOJSON
+        page = Page(self, request, collection, limit, offset, after, before, out_crs, fg)
+        conn = provider.engine.connect()
+        try:
+            etag = self._validator(conn, provider, request, media_type)
+            headers = {"Content-Crs": f"<{out_crs.uri}>", "ETag": etag, "Cache-Control": CACHE_CONTROL}
+            if not_modified(request, etag):
+                conn.close()
+                return Response(status_code=HTTPStatus.NOT_MODIFIED, headers=headers)
+            first_page = not offset and after is None and before is None
+            # counting costs as much as the page again on a large layer: not when the page holds them all,
+            # and only up to count_limit (beyond it numberMatched is omitted, as the spec allows)
+            if self.count_matched and not first_page:
+                page.matched = self._count(conn, provider, q)
+            stmt = select_features(provider.tables, provider.dialect, q)
+            if limit <= STREAM_ABOVE or before is not None:
+                rows = conn.execute(stmt).mappings().all()
+                if self.count_matched and first_page:
+                    page.matched = len(rows) if len(rows) <= limit else self._count(conn, provider, q)
+                conn.close()
+                body = "".join(page.render(rows, fields, select or None, post))
+                return Response(body, media_type=media_type, headers=headers)
+            if self.count_matched and first_page:
+                page.matched = self._count(conn, provider, q)
+            # a large page: rows stream from a server-side cursor straight into the response
+            result = conn.execution_options(yield_per=STREAM_CHUNK).execute(stmt).mappings()
+        except BaseException:
+            conn.close()
+            raise
 
-    def _item(self, request: Request, collection: str) -> tuple[str, dict[str, str]]:
+        def chunks() -> Iterator[str]:
+            try:
+                buffer: list[str] = []
+                for text_ in page.render(result, fields, select or None, post):
+                    buffer.append(text_)
+                    if len(buffer) >= STREAM_CHUNK:
+                        yield "".join(buffer)
+                        buffer = []
+                yield "".join(buffer)
+            finally:
+                conn.close()
+
+        return StreamingResponse(chunks(), media_type=media_type, headers=headers)
+
+    def _count(self, conn: Connection, provider: CIMProvider, q: FeatureQuery) -> int | None:
+        n = conn.execute(count_features(provider.tables, provider.dialect, q, self.count_limit + 1)).scalar_one()
+        return n if n <= self.count_limit else None
+
+    def _item(self, request: Request, collection: str) -> Response:
         provider = self._provider(collection)
         self._check_params(request, provider, {"f", "lang", "crs", "cim_level"})
         out_crs = self._output_crs(request)
         srid, swap, post = sql_output(out_crs, provider.storage_srid)
         fid = request.path_params["feature"]
         fg = wants_jsonfg(request)
+        media_type = JSONFG if fg else GEOJSON
         with provider.engine.connect() as conn:
+            etag = self._validator(conn, provider, request, media_type)
+            headers = {"Content-Crs": f"<{out_crs.uri}>", "ETag": etag, "Cache-Control": CACHE_CONTROL}
+            if not_modified(request, etag):
+                return Response(status_code=HTTPStatus.NOT_MODIFIED, headers=headers)
             stmt = select_feature(provider.tables, provider.dialect, provider.layer, fid, srid, swap_xy=swap,
                                   cim_level=self._cim_level(request),
                                   crs84_also_srid=crs84_srid(provider.storage_srid) if fg else None)
@@ -313,8 +338,70 @@ class FeaturesEndpoint:
                             _link("alternate", "text/html", url, params + [("f", "html")]),
                             {"rel": "collection", "type": "application/json",
                              "href": f"{self.base_url}/collections/{collection}"}]
-        body = json.dumps(feature, ensure_ascii=False)
-        return body, {"Content-Crs": f"<{out_crs.uri}>", "ETag": _etag(body)}
+        return Response(json.dumps(feature, ensure_ascii=False), media_type=media_type, headers=headers)
+
+
+class Page:
+    """Writes one items page as JSON text, piece by piece, from rows as they arrive (``limit`` + 1 rows at
+    most: one beyond the page says there is a next page). Links and ``numberReturned`` come last, once
+    the page's first and last ids are known."""
+
+    def __init__(self, endpoint: FeaturesEndpoint, request: Request, collection: str, limit: int, offset: int,
+                 after: int | None, before: int | None, out_crs: CRSInfo, fg: bool) -> None:
+        self.endpoint, self.request, self.collection = endpoint, request, collection
+        self.limit, self.offset, self.after, self.before = limit, offset, after, before
+        self.out_crs, self.fg = out_crs, fg
+        self.matched: int | None = None
+
+    def render(self, rows: Iterable[Any], fields: dict[str, Any], select: list[str] | None,
+               post: CRSInfo | None) -> Iterator[str]:
+        if self.before is not None:  # the page before: fetched newest first, shown in id order
+            rows = list(rows)
+            more = len(rows) > self.limit
+            rows = rows[:self.limit][::-1]
+        fg_head = (f'"conformsTo":{json.dumps(JSONFG_CONFORMS)},"coordRefSys":{json.dumps(self.out_crs.uri)},'
+                   f'"featureType":{json.dumps(self.collection)},' if self.fg else "")
+        yield '{"type":"FeatureCollection",' + fg_head + '"features":['
+        n, first_id, last_id, beyond = 0, None, None, False
+        for row in rows:
+            if n == self.limit:
+                beyond = True
+                break
+            yield ("," if n else "") + _feature_json(row, fields, select, post, self.out_crs if self.fg else None)
+            first_id = row["id"] if first_id is None else first_id
+            last_id = row["id"]
+            n += 1
+        if self.before is None:
+            more = beyond
+        matched = "" if self.matched is None else f'"numberMatched":{self.matched},'
+        links = self._links(first_id, last_id, more)
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        yield (f'],{matched}"numberReturned":{n},"links":{json.dumps(links, ensure_ascii=False)},'
+               f'"timeStamp":"{stamp}"}}')
+
+    def _links(self, first_id: int | None, last_id: int | None, more: bool) -> list[dict[str, str]]:
+        base = self.endpoint.base_url
+        url = f"{base}/collections/{self.collection}/items"
+        params = [(k, v) for k, v in self.request.query_params.multi_items()
+                  if k not in ("f", "offset", "after", "before")]
+        offset, after, before = self.offset, self.after, self.before
+        here = [("offset", str(offset))] if offset else [("after", str(after))] if after is not None else \
+            [("before", str(before))] if before is not None else []
+        links = [_link("self", GEOJSON, url, params + [("f", "json")] + here),
+                 _link("alternate", "text/html", url, params + [("f", "html")]),
+                 {"rel": "collection", "type": "application/json", "href": f"{base}/collections/{self.collection}"}]
+        json_params = params + [("f", "json")]
+        if not self.request.query_params.get("sortby") and not offset:  # keyset paging on the id
+            if last_id is not None and (more if before is None else True):
+                links.append(_link("next", GEOJSON, url, json_params + [("after", str(last_id))]))
+            if first_id is not None and (after is not None or (before is not None and more)):
+                links.append(_link("prev", GEOJSON, url, json_params + [("before", str(first_id))]))
+        else:
+            if more:
+                links.append(_link("next", GEOJSON, url, json_params + [("offset", str(offset + self.limit))]))
+            if offset > 0:
+                links.append(_link("prev", GEOJSON, url, json_params + [("offset", str(max(0, offset - self.limit)))]))
+        return links
 
 
 def _param_crs(name: str, value: str | None) -> CRSInfo:
@@ -326,21 +413,17 @@ def _param_crs(name: str, value: str | None) -> CRSInfo:
 
 
 CACHE_CONTROL = "public, max-age=60"
+STREAM_ABOVE = 1000  # pages of up to this many features are built whole; larger ones stream from a cursor
+STREAM_CHUNK = 500  # rows per fetch and features per written chunk when streaming
+RESPONSE_FORMAT = 2  # bump when the JSON written for the same data changes (part of the ETag)
+# layers whose features show data of other layers (a component's root building uid)
+DEPENDS: dict[str, tuple[str, ...]] = {"building-components": ("buildings",)}
 
 
-def _etag(body: str) -> str:
-    return '"' + hashlib.blake2b(body.encode(), digest_size=16).hexdigest() + '"'
-
-
-def conditional(request: Request, body: str | bytes, media_type: str, headers: dict[str, str]) -> Response:
-    """The response, or 304 Not Modified when the client already holds this version (If-None-Match)."""
-    headers = {**headers, "Cache-Control": CACHE_CONTROL}
-    etag = headers.get("ETag")
-    if etag is not None:
-        sent = [t.strip() for t in request.headers.get("if-none-match", "").split(",")]
-        if etag in sent or "*" in sent:
-            return Response(status_code=HTTPStatus.NOT_MODIFIED, headers=headers)
-    return Response(body, media_type=media_type, headers=headers)
+def not_modified(request: Request, etag: str) -> bool:
+    """True when the client already holds this version (If-None-Match, weak comparison)."""
+    sent = [t.strip().removeprefix("W/") for t in request.headers.get("if-none-match", "").split(",")]
+    return etag.removeprefix("W/") in sent or "*" in sent
 
 
 def collection_layer(provider_def: dict[str, Any]) -> str:

@@ -40,7 +40,7 @@ from cim.db.queries import (
     select_features,
     to_utc,
 )
-from cim.db.schema import tables_for
+from cim.db.schema import read_meta, tables_for
 from cim.settings import get_settings
 
 LOGGER = logging.getLogger(__name__)
@@ -62,6 +62,17 @@ def database(url: str) -> tuple[Engine, CIMTables]:
     """The process-wide engine (one connection pool) and tables for ``url``."""
     engine = open_engine(url)
     return engine, tables_for(engine)
+
+
+def database_id(provider: "CIMProvider") -> str:
+    """The id written into the database at ``cim db init`` (read once per process)."""
+    return _database_id(provider.engine)
+
+
+@lru_cache(maxsize=4)
+def _database_id(engine: Engine) -> str:
+    with engine.connect() as conn:
+        return str(read_meta(conn).get("database_id", ""))
 
 
 class CIMProvider(BaseProvider):

@@ -162,8 +162,12 @@ def select_features(t: CIMTables, dialect: str, q: FeatureQuery) -> Select:
     return stmt.order_by(*order, co.c.id).limit(q.limit).offset(q.offset)
 
 
-def count_features(t: CIMTables, dialect: str, q: FeatureQuery) -> Select:
-    return select(func.count()).select_from(t.city_object).where(*where_clauses(t, dialect, q))
+def count_features(t: CIMTables, dialect: str, q: FeatureQuery, at_most: int | None = None) -> Select:
+    """How many features match, counting no further than ``at_most`` (None: all)."""
+    if at_most is None:
+        return select(func.count()).select_from(t.city_object).where(*where_clauses(t, dialect, q))
+    matching = select(t.city_object.c.id).where(*where_clauses(t, dialect, q)).limit(at_most).subquery()
+    return select(func.count()).select_from(matching)
 
 
 def select_feature(t: CIMTables, dialect: str, layer: str, uid: str, output_srid: int = 4326,
