@@ -41,6 +41,10 @@ def test_init_creates_current_schema_with_spatial_index(empty):
     names = set(inspect(empty).get_table_names())
     assert {"cim_meta", "dataset", "import_run", "city_object", "city_object_geometry", "raster_layer"} <= names
     assert ("city_object", "geom") in _spatial_indexes(empty)
+    if empty.dialect.name == "postgresql":  # one GiST index on (layer, footprint) for per-layer bbox queries
+        with empty.connect() as conn:
+            assert conn.execute(text("SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_city_object_layer_geom'")
+                                ).scalar() == "CREATE INDEX ix_city_object_layer_geom ON public.city_object USING gist (layer, geom)"
     assert schema.schema_version(empty) == schema.HEAD
     assert schema.storage_srid(empty) == 4550
     # idempotent

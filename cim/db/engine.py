@@ -121,7 +121,10 @@ def open_engine(url: str, *, create: bool = False, pool_size: int = 5) -> Engine
             pool_size=pool_size,
             max_overflow=pool_size,
             pool_pre_ping=True,
-            connect_args={"connect_timeout": 10, "application_name": "cim"},
+            # Many short queries: parallel workers and JIT compilation cost more than they save here
+            # (a 900-row bbox page: 17 ms with a parallel bitmap scan, 9 ms without).
+            connect_args={"connect_timeout": 10, "application_name": "cim",
+                          "options": "-c max_parallel_workers_per_gather=0 -c jit=off"},
             json_serializer=_json_dumps,
         )
     else:

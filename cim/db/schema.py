@@ -40,10 +40,20 @@ def _v3_layer_versions(conn: Connection, t: CIMTables) -> None:
     _set_meta(conn, t, database_id=uuid.uuid4().hex)
 
 
+def _v4_layer_spatial_index(conn: Connection, t: CIMTables) -> None:
+    """PostGIS: one GiST index on (layer, footprint), so a bbox query on one layer reads only that layer's
+    entries (a 900-building page: 4 ms instead of 17 ms scanning and AND-ing the layer's whole b-tree).
+    SpatiaLite's R*Tree cannot hold the layer; there the layer is checked on the candidates."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("CREATE EXTENSION IF NOT EXISTS btree_gist"))
+        conn.execute(text("CREATE INDEX IF NOT EXISTS ix_city_object_layer_geom ON city_object USING gist (layer, geom)"))
+
+
 STEPS: dict[int, Callable[[Connection, CIMTables], None]] = {
     1: _v1_core,
     2: _v2_rasters_and_validity,
     3: _v3_layer_versions,
+    4: _v4_layer_spatial_index,
 }
 HEAD = max(STEPS)
 
