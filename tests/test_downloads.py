@@ -52,3 +52,35 @@ def test_flatgeobuf_in_cgcs2000_lonlat(http, tmp_path):
 def test_bad_requests(http, inputs, fragment):
     r = http.post(URL, json={"inputs": inputs, "response": "raw"})
     assert r.status_code == 400 and fragment in r.json()["description"]
+
+
+def test_async_job_with_status_and_result(http, tmp_path):
+    """Prefer: respond-async → 201 and a job URL; the job runs, reports its status, and its result is the
+    same GeoPackage a synchronous request returns."""
+    import time
+
+    inputs = {"layers": ["buildings", "roads"], "bbox": BBOX}
+    r = http.post(URL, json={"inputs": inputs, "response": "raw"}, headers={"Prefer": "respond-async"})
+    assert r.status_code == 201, r.text[:500]
+    job_url = r.headers["location"]
+    assert "/jobs/" in job_url
+    deadline = time.monotonic() + 120
+    while True:
+        status = http.get(job_url, params={"f": "json"}).json()
+        assert status["status"] in ("accepted", "running", "successful"), status
+        if status["status"] == "successful":
+            break
+        assert time.monotonic() < deadline, status
+        time.sleep(0.2)
+    results = next(link["href"] for link in status["links"] if link["rel"].endswith("results"))
+    got = http.get(results)
+    assert got.status_code == 200 and got.headers["content-type"] == "application/geopackage+sqlite3"
+    (tmp_path / "job.gpkg").write_bytes(got.content)
+    _, sync_path = download(http, tmp_path, "sync.gpkg", **inputs)
+    for layer in ("buildings", "roads"):
+        a = pyogrio.raw.read(tmp_path / "job.gpkg", layer=layer)
+        b = pyogrio.raw.read(sync_path, layer=layer)
+        assert a[0]["fields"].tolist() == b[0]["fields"].tolist() and len(a[2]) == len(b[2]) > 0
+        assert list(a[3][0]) == list(b[3][0])  # the ids, in order
+    listed = http.get("/jobs", params={"f": "json"}).json()["jobs"]
+    assert any(j["jobID"] == status["jobID"] for j in listed)

@@ -59,6 +59,11 @@ def pygeoapi_config(settings: Settings, engine: Engine) -> dict[str, Any]:
     server.setdefault("limits", {})
     server["map"] = {"url": f"{settings.url}{STATIC_URL}/blank-tile.png",
                      "attribution": (server.get("map") or {}).get("attribution", "")}
+    # Asynchronous process jobs (city-wide downloads): pygeoapi runs them in a thread of the worker that
+    # accepted them; job records (TinyDB, file-locked) and results are files that every worker reads.
+    jobs = settings.data_dir / "jobs"
+    jobs.mkdir(parents=True, exist_ok=True)
+    server["manager"] = {"name": "TinyDB", "connection": str(jobs / "jobs.json"), "output_dir": str(jobs)}
     extents = layer_extents(engine)
     resources = cfg.setdefault("resources", {})
     for res in resources.values():

@@ -3,8 +3,9 @@
 For planners working offline. Each layer becomes a file layer with the layer's typed properties as
 columns and the remaining attributes as one JSON column; geometry is the footprint (or the geometry at
 ``cim_level``) in the requested CRS (default the storage CRS, EPSG:4550), written in x/y order as GIS
-files are. Synchronous, bounded by ``max_features`` (config); larger selections are refused with a 400
-that says to narrow the bbox (an asynchronous job for city-wide exports is future work).
+files are. Runs synchronously, or as an asynchronous job (``Prefer: respond-async``: 201 with the job's
+status URL, the file at ``/jobs/{id}/results``) for district- and city-wide exports; either way bounded by
+``max_features`` (config), beyond which the request is refused with a 400 that says to narrow the bbox.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ PROCESS_METADATA: dict[str, Any] = {
     "description": {"en": "A GeoPackage (several layers) or FlatGeobuf (one layer) of the chosen CIM layers "
                           "within a CRS84 bbox, in the requested CRS (default EPSG:4550). Execute with "
                           "\"response\": \"raw\" to receive the file."},
-    "jobControlOptions": ["sync-execute"],
+    "jobControlOptions": ["sync-execute", "async-execute"],
     "keywords": ["download", "GeoPackage", "FlatGeobuf", "下载"],
     "links": [],
     "inputs": {
