@@ -45,6 +45,44 @@ def test_items_are_geojson(http, layer):
         assert f["properties"]["class"]
 
 
+@pytest.mark.parametrize("layer", ["pipelines", "building-components", "buildings"])
+def test_properties_are_the_typed_columns_over_the_attributes(http, server, layer):
+    """The JSON the database writes for ``properties``: each non-null typed column (timestamps as RFC 3339
+    UTC, dates ISO, numbers as numbers, parent/root as uids), then every other attribute; and geometries
+    carry no ``crs`` member (RFC 7946)."""
+    from datetime import UTC, date, datetime
+
+    from sqlalchemy import select
+    from sqlalchemy.orm import aliased
+
+    from cim.db.queries import COLUMN_PROPERTY, layer_properties
+    from cim.db.schema import tables_for
+
+    body = http.get(f"/collections/{layer}/items", params={"f": "json", "limit": 40}).json()
+    engine = server.db.engine()
+    co = tables_for(engine).city_object
+    p, r = aliased(co), aliased(co)
+    with engine.connect() as conn:
+        rows = {row.uid: row._mapping for row in conn.execute(
+            select(co, p.c.uid.label("parent"), r.c.uid.label("root")).outerjoin(p, p.c.id == co.c.parent_id)
+            .outerjoin(r, r.c.id == co.c.root_id).where(co.c.uid.in_([f["id"] for f in body["features"]])))}
+    engine.dispose()
+    for f in body["features"]:
+        assert "crs" not in f["geometry"]
+        row = rows[f["id"]]
+        want = dict(row["attributes"] or {})
+        for prop in layer_properties(layer):
+            value = row[{v: k for k, v in COLUMN_PROPERTY.items()}.get(prop, prop)]
+            if isinstance(value, datetime):
+                value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+                value = value.isoformat().replace("+00:00", "Z")
+            elif isinstance(value, date):
+                value = value.isoformat()
+            if value is not None:
+                want[prop] = value
+        assert f["properties"] == want
+
+
 def test_item_by_id_and_404(http):
     one = http.get("/collections/buildings/items", params={"f": "json", "limit": 1}).json()["features"][0]
     got = http.get(f"/collections/buildings/items/{one['id']}", params={"f": "json"})

@@ -109,7 +109,7 @@ class DownloadProcessor(BaseProcessor):
         # files are written x/y whatever the CRS's axis order: the database's swap is not wanted here
         sql_srid, _swap, post = sql_output(out_crs, provider.storage_srid)
         q = FeatureQuery(layer, area=area, limit=self.max_features - so_far + 1, output_srid=sql_srid,
-                         cim_level=level, geometry_encoding="wkb")
+                         cim_level=level, geometry_encoding="wkb", properties_json=False)
         with provider.engine.connect() as conn:
             rows = conn.execute(select_features(provider.tables, provider.dialect, q)).mappings().all()
         if so_far + len(rows) > self.max_features:

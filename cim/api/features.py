@@ -45,7 +45,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cim.api.middleware import BodyRewriter
 from cim import __version__
-from cim.api.provider import CIMProvider, database_id, feature_properties, parse_interval, typed_equals
+from cim.api.provider import CIMProvider, database_id, parse_interval, typed_equals
 from cim.crs import crs84_srid
 from cim.crs.registry import CRS84_URI, CRSInfo, UnknownCRS, default_registry
 from cim.crs.transform import OutsideArea, query_area, swap_axes, transform
@@ -261,6 +261,7 @@ class FeaturesEndpoint:
                          with_geometry=not skip_geometry, output_srid=srid, swap_xy=swap,
                          cim_level=self._cim_level(request),
                          crs84_also_srid=crs84_srid(provider.storage_srid) if fg else None,
+                         select=select or None,
                          conditions=self._filter(request, provider) + self._ids(request, provider))
         media_type = JSONFG if fg else GEOJSON
         page = Page(self, request, collection, limit, offset, after, before, out_crs, fg)
@@ -282,7 +283,7 @@ class FeaturesEndpoint:
                 if self.count_matched and first_page:
                     page.matched = len(rows) if len(rows) <= limit else self._count(conn, provider, q)
                 conn.close()
-                body = "".join(page.render(rows, fields, select or None, post))
+                body = "".join(page.render(rows, post))
                 return Response(body, media_type=media_type, headers=headers)
             if self.count_matched and first_page:
                 page.matched = self._count(conn, provider, q)
@@ -295,7 +296,7 @@ class FeaturesEndpoint:
         def chunks() -> Iterator[str]:
             try:
                 buffer: list[str] = []
-                for text_ in page.render(result, fields, select or None, post):
+                for text_ in page.render(result, post):
                     buffer.append(text_)
                     if len(buffer) >= STREAM_CHUNK:
                         yield "".join(buffer)
@@ -330,7 +331,7 @@ class FeaturesEndpoint:
         if row is None:
             raise BadRequest(f"no feature {fid!r} in {collection}", "NotFound", HTTPStatus.NOT_FOUND)
         url = f"{self.base_url}/collections/{collection}/items/{fid}"
-        feature = json.loads(_feature_json(row, provider.get_fields(), None, post, out_crs if fg else None))
+        feature = json.loads(_feature_json(row, post, out_crs if fg else None))
         if fg:
             feature = {"conformsTo": JSONFG_CONFORMS, "coordRefSys": out_crs.uri, **feature}
         params = [(k, v) for k, v in request.query_params.multi_items() if k != "f"]
@@ -353,8 +354,7 @@ class Page:
         self.out_crs, self.fg = out_crs, fg
         self.matched: int | None = None
 
-    def render(self, rows: Iterable[Any], fields: dict[str, Any], select: list[str] | None,
-               post: CRSInfo | None) -> Iterator[str]:
+    def render(self, rows: Iterable[Any], post: CRSInfo | None) -> Iterator[str]:
         if self.before is not None:  # the page before: fetched newest first, shown in id order
             rows = list(rows)
             more = len(rows) > self.limit
@@ -367,7 +367,7 @@ class Page:
             if n == self.limit:
                 beyond = True
                 break
-            yield ("," if n else "") + _feature_json(row, fields, select, post, self.out_crs if self.fg else None)
+            yield ("," if n else "") + _feature_json(row, post, self.out_crs if self.fg else None)
             first_id = row["id"] if first_id is None else first_id
             last_id = row["id"]
             n += 1
@@ -439,9 +439,9 @@ def sql_output(info: CRSInfo, storage_srid: int) -> tuple[int, bool, CRSInfo | N
     return crs84_srid(storage_srid), False, info  # GCJ-02, BD-09, local systems: from CRS84 in numpy
 
 
-def _feature_json(row: Any, fields: dict[str, Any], select: list[str] | None, post: CRSInfo | None,
-                  jsonfg_crs: CRSInfo | None = None) -> str:
-    """One feature as JSON text; with ``jsonfg_crs``, as a JSON-FG feature (place, time, featureType)."""
+def _feature_json(row: Any, post: CRSInfo | None, jsonfg_crs: CRSInfo | None = None) -> str:
+    """One feature as JSON text from a row whose geometry and properties the database wrote as JSON; with
+    ``jsonfg_crs``, as a JSON-FG feature (place, time, featureType)."""
     geometry = row.get("geometry")
     if geometry is not None and post is not None:
         geom = shape(json.loads(geometry))
@@ -452,9 +452,8 @@ def _feature_json(row: Any, fields: dict[str, Any], select: list[str] | None, po
         a, b = swap_axes(post, np.round(x, 9), np.round(y, 9))
         cols = [a, b, coords[:, 2]] if has_z else [a, b]  # heights pass through (they are 1985 heights)
         geometry = json.dumps(mapping(shapely.set_coordinates(geom, np.column_stack(cols))))
-    props_dict = feature_properties(row, fields, select)
-    props = json.dumps(props_dict, ensure_ascii=False)
-    uid = json.dumps(row["uid"])
+    props = row["properties"]
+    uid = json.dumps(row["uid"], ensure_ascii=False)
     if jsonfg_crs is None:
         return f'{{"type":"Feature","id":{uid},"geometry":{geometry or "null"},"properties":{props}}}'
     # JSON-FG: "geometry" is always WGS 84 lon/lat; "place" holds it in any other CRS, and solids (CIM
@@ -464,6 +463,7 @@ def _feature_json(row: Any, fields: dict[str, Any], select: list[str] | None, po
     solid = _polyhedron(geometry) if geometry is not None else None
     if solid is not None:
         place = solid
+    props_dict = json.loads(props)
     valid_from, valid_to = props_dict.get("valid_from"), props_dict.get("valid_to")
     time_ = json.dumps({"interval": [valid_from or "..", valid_to or ".."]}) if valid_from else "null"
     return (f'{{"type":"Feature","id":{uid},"featureType":{json.dumps(props_dict.get("class"))},'

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from datetime import date, datetime
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -113,6 +113,7 @@ class CIMProvider(BaseProvider):
             offset=offset,
             with_geometry=not skip_geometry,
             output_srid=crs84_srid(self.storage_srid),
+            select=select_properties or None,
         )
         try:
             with self.engine.connect() as conn:
@@ -122,7 +123,7 @@ class CIMProvider(BaseProvider):
         except SQLAlchemyError as exc:
             LOGGER.exception("query failed")
             raise ProviderQueryError(user_msg="query failed in the CIM database") from exc
-        features = [self._feature(r, select_properties or None, skip_geometry) for r in rows]
+        features = [self._feature(r, skip_geometry) for r in rows]
         return {"type": "FeatureCollection", "features": features, "numberMatched": matched,
                 "numberReturned": len(features)}
 
@@ -136,7 +137,7 @@ class CIMProvider(BaseProvider):
             raise ProviderQueryError(user_msg="query failed in the CIM database") from exc
         if row is None:
             raise ProviderItemNotFoundError(user_msg=f"no feature {identifier!r} in {self.layer}")
-        return self._feature(row, None, False)
+        return self._feature(row, False)
 
     # ------------------------------------------------------------------ helpers
     def _bbox_area(self, bbox: list[float]) -> shapely.Geometry:
@@ -152,10 +153,9 @@ class CIMProvider(BaseProvider):
     def _equals(self, properties: list[tuple[str, str]]) -> dict[str, Any]:
         return typed_equals(self._fields, properties)
 
-    def _feature(self, row: Any, select_properties: list[str] | None, skip_geometry: bool) -> dict[str, Any]:
+    def _feature(self, row: Any, skip_geometry: bool) -> dict[str, Any]:
         geometry = None if skip_geometry or row.get("geometry") is None else json.loads(row["geometry"])
-        return {"type": "Feature", "id": row["uid"], "geometry": geometry,
-                "properties": feature_properties(row, self._fields, select_properties)}
+        return {"type": "Feature", "id": row["uid"], "geometry": geometry, "properties": json.loads(row["properties"])}
 
 
 def typed_equals(fields: dict[str, dict[str, str]], pairs: list[tuple[str, str]]) -> dict[str, Any]:
@@ -170,27 +170,6 @@ def typed_equals(fields: dict[str, dict[str, str]], pairs: list[tuple[str, str]]
         except ValueError:
             raise ProviderInvalidQueryError(user_msg=f"{name} must be a {kind}") from None
     return out
-
-
-def feature_properties(row: Any, fields: dict[str, dict[str, str]], select: list[str] | None) -> dict[str, Any]:
-    """A feature's properties: the layer's typed columns, then its other attributes."""
-    props: dict[str, Any] = {}
-    for p in fields:
-        value = row[p]
-        if value is None:
-            continue
-        if isinstance(value, (date, datetime)):
-            value = (to_utc(value).isoformat().replace("+00:00", "Z") if isinstance(value, datetime)
-                     else value.isoformat())
-        props[p] = value
-    attrs = row["attributes"]
-    if isinstance(attrs, str):
-        attrs = json.loads(attrs)
-    for k, v in (attrs or {}).items():
-        props.setdefault(k, v)
-    if select:
-        props = {k: v for k, v in props.items() if k in select}
-    return props
 
 
 def parse_interval(value: str) -> tuple[datetime | None, datetime | None]:

@@ -12,7 +12,24 @@ from datetime import UTC, datetime
 from typing import Any
 
 import shapely
-from sqlalchemy import ColumnElement, Select, and_, case, false, func, literal_column, or_, select, text
+from sqlalchemy import (
+    ColumnElement,
+    DateTime,
+    Select,
+    String,
+    Text,
+    and_,
+    case,
+    cast,
+    false,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+    text,
+    type_coerce,
+)
 from sqlalchemy.orm import aliased
 
 from cim.db.models import CIMTables
@@ -63,6 +80,8 @@ class FeatureQuery:
     geometry_encoding: str = "geojson"  # or "wkb" (for writing files)
     crs84_also_srid: int | None = None  # JSON-FG: also the geometry as CRS84 lon/lat from this SRID
     precision: int = 9
+    properties_json: bool = True  # properties as one JSON text column; False: typed columns + attributes
+    select: list[str] | None = None  # only these typed properties (with properties_json)
 
 
 def level_geometry(t: CIMTables, cim_level: int) -> ColumnElement:
@@ -85,7 +104,8 @@ def geojson_expr(t: CIMTables, dialect: str, output_srid: int, precision: int,
         g = func.SwapCoordinates(g) if swap_xy else g
         return func.AsBinary(g) if encoding == "wkb" else func.AsGeoJSON(g, precision)
     g = func.ST_FlipCoordinates(g) if swap_xy else g
-    return func.ST_AsBinary(g) if encoding == "wkb" else func.ST_AsGeoJSON(g, precision)
+    # options 0: no "crs" member (PostGIS adds one for any SRID but 4326 by default; RFC 7946 has none)
+    return func.ST_AsBinary(g) if encoding == "wkb" else func.ST_AsGeoJSON(g, precision, 0)
 
 
 def _area_filter(t: CIMTables, dialect: str, area: shapely.Geometry) -> ColumnElement[bool]:
@@ -131,19 +151,56 @@ def where_clauses(t: CIMTables, dialect: str, q: FeatureQuery) -> list[ColumnEle
     return out
 
 
+def _property_columns(t: CIMTables, layer: str, parent: Any, root: Any) -> list[tuple[str, ColumnElement]]:
+    """(property, column) for the layer's typed properties; parent/root are the linked objects' uids."""
+    co = t.city_object
+    links = {"parent": parent.c.uid, "root": root.c.uid}
+    return [(p, links[p] if p in links else co.c[PROPERTY_COLUMN.get(p, p)]) for p in layer_properties(layer)]
+
+
+def _json_value(dialect: str, column: ColumnElement) -> ColumnElement:
+    """A column as its JSON value; timestamps as RFC 3339 UTC text ("1990-01-01T00:00:00Z"), dates ISO."""
+    if not isinstance(column.type, DateTime):
+        return column
+    if dialect == "sqlite":  # stored as "1990-01-01 00:00:00.000000" (UTC)
+        return type_coerce(func.replace(func.replace(column, ".000000", ""), " ", "T"), String).concat("Z")
+    iso = func.btrim(cast(func.to_json(func.timezone("UTC", column)), Text), '"')
+    return type_coerce(iso, String).concat("Z")
+
+
+def properties_json(t: CIMTables, dialect: str, layer: str, parent: Any, root: Any,
+                    select: list[str] | None = None) -> ColumnElement:
+    """A feature's ``properties`` as JSON text, built by the database: the layer's typed properties (nulls
+    left out) over the object's other attributes (a typed property wins over an attribute of the same
+    name); with ``select``, only those typed properties. Encoding 1,000 features this way costs ~1 ms of
+    Python instead of ~11 ms building dicts (PostGIS, 2026-11-29)."""
+    pairs = [(n, c) for n, c in _property_columns(t, layer, parent, root) if select is None or n in select]
+    args: list[Any] = []
+    for name, column in pairs:
+        assert name.replace("_", "").isalnum(), name  # our own property names, never user input
+        args += [literal_column(f"'{name}'"), _json_value(dialect, column)]
+    attrs = t.city_object.c.attributes
+    if dialect == "sqlite":  # json_patch drops the keys whose new value is null
+        base = literal("{}") if select is not None else func.coalesce(type_coerce(attrs, Text), "{}")
+        return type_coerce(func.json_patch(base, func.json_object(*args)), Text)
+    typed = func.jsonb_strip_nulls(func.jsonb_build_object(*args))
+    if select is not None:
+        return cast(typed, Text)
+    base = case((func.jsonb_typeof(attrs) == "object", attrs), else_=literal_column("'{}'::jsonb"))
+    return cast(base.op("||")(typed), Text)
+
+
 def select_features(t: CIMTables, dialect: str, q: FeatureQuery) -> Select:
-    """Rows of one page: uid, the layer's properties, parent/root uids, attributes, GeoJSON geometry."""
+    """Rows of one page: id, uid and GeoJSON (or WKB) geometry, with the properties either as JSON text
+    (``properties``, for JSON outputs) or as typed columns and ``attributes`` (for files)."""
     co = t.city_object
     parent, root = aliased(co, name="p"), aliased(co, name="r")
     cols: list[Any] = [co.c.id, co.c.uid]
-    for prop in layer_properties(q.layer):
-        if prop == "parent":
-            cols.append(parent.c.uid.label("parent"))
-        elif prop == "root":
-            cols.append(root.c.uid.label("root"))
-        else:
-            cols.append(co.c[PROPERTY_COLUMN.get(prop, prop)].label(prop))
-    cols.append(co.c.attributes)
+    if q.properties_json:
+        cols.append(properties_json(t, dialect, q.layer, parent, root, q.select).label("properties"))
+    else:
+        cols += [column.label(name) for name, column in _property_columns(t, q.layer, parent, root)]
+        cols.append(co.c.attributes)
     if q.with_geometry:
         cols.append(geojson_expr(t, dialect, q.output_srid, q.precision, q.swap_xy, q.cim_level,
                                  q.geometry_encoding).label("geometry"))
@@ -172,10 +229,10 @@ def count_features(t: CIMTables, dialect: str, q: FeatureQuery, at_most: int | N
 
 def select_feature(t: CIMTables, dialect: str, layer: str, uid: str, output_srid: int = 4326,
                    precision: int = 9, swap_xy: bool = False, cim_level: int | None = None,
-                   crs84_also_srid: int | None = None) -> Select:
+                   crs84_also_srid: int | None = None, properties_json: bool = True) -> Select:
     """One feature of ``layer`` by its public id."""
     q = FeatureQuery(layer, output_srid=output_srid, precision=precision, swap_xy=swap_xy, cim_level=cim_level,
-                     crs84_also_srid=crs84_also_srid, limit=1)
+                     crs84_also_srid=crs84_also_srid, limit=1, properties_json=properties_json)
     stmt = select_features(t, dialect, q)
     return stmt.where(t.city_object.c.uid == uid)
 
