@@ -220,3 +220,16 @@ def test_cim_level_geometries(http, server):
     assert item["geometry"] == one["geometry"]
     for bad in ("0", "8", "high"):
         assert http.get("/collections/buildings/items", params={"f": "json", "cim_level": bad}).status_code == 400
+
+
+def test_openapi_documents_our_parameters(http):
+    """The OpenAPI document describes the items parameters our routes answer, not only pygeoapi's."""
+    doc = http.get("/openapi", params={"f": "json"}).json()
+    items = {p.get("name", p.get("$ref")): p for p in doc["paths"]["/collections/buildings/items"]["get"]["parameters"]}
+    for name in ("datetime", "filter", "filter-lang", "filter-crs", "ids", "after", "before", "crs", "bbox-crs"):
+        assert name in items, name
+    assert items["cim_level"]["schema"] == {"type": "integer", "minimum": 1, "maximum": 7}
+    assert "jsonfg" in items["f"]["schema"]["enum"]
+    assert "http://www.opengis.net/def/crs/EPSG/0/4550" in items["crs"]["schema"]["enum"]
+    one = {p.get("name") for p in doc["paths"]["/collections/buildings/items/{featureId}"]["get"]["parameters"]}
+    assert {"crs", "cim_level", "f"} <= one

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from cim.db import schema
+
 from .conftest import run_cim
 
 
@@ -58,7 +60,7 @@ def test_init_demo_info_on_both_backends(new_database, tmp_path):
         skipped = run_cim("demo", "--size", "30", "--skip-if-present", env=env, check=True)
         assert "already in" in skipped.stdout
         info = run_cim("info", env=env, check=True).stdout
-        assert "schema version 2" in info and "EPSG:4550" in info
+        assert f"schema version {schema.HEAD}" in info and "EPSG:4550" in info
         assert "Building" in info and "PipeSegment" in info
 
 

@@ -77,6 +77,47 @@ def pygeoapi_config(settings: Settings, engine: Engine) -> dict[str, Any]:
     return cfg
 
 
+def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "style": "form", "explode": False,
+            "description": description, "schema": schema}
+
+
+def document_our_parameters(oas: dict[str, Any], layers: list[str]) -> None:
+    """Describe the items parameters our own routes answer (pygeoapi documents only its own): output and
+    filter CRSs, CQL2 filters, ids, keyset page tokens, the CIM level of the geometry, JSON-FG."""
+    from cim.api.features import MAX_IDS, output_crs_uris
+
+    crs_list = {"type": "string", "enum": output_crs_uris()}
+    ours = [
+        _query("crs", "Output CRS (default CRS84), in its own axis order", crs_list),
+        _query("bbox-crs", "CRS of bbox (default CRS84)", crs_list),
+        _query("datetime", "Objects valid at some time in this instant or interval (RFC 3339, '..' open)",
+               {"type": "string"}),
+        _query("filter", "CQL2 filter on the queryables (text or JSON)", {"type": "string"}),
+        _query("filter-lang", "Language of filter", {"type": "string", "enum": ["cql2-text", "cql2-json"],
+                                                      "default": "cql2-text"}),
+        _query("filter-crs", "CRS of the filter's geometries (default CRS84)", crs_list),
+        _query("ids", f"Only these feature ids (comma-separated, at most {MAX_IDS})",
+               {"type": "array", "items": {"type": "string"}, "maxItems": MAX_IDS}),
+        _query("after", "Page token of a next link: features after this position", {"type": "integer", "minimum": 0}),
+        _query("before", "Page token of a prev link: features before this position",
+               {"type": "integer", "minimum": 1}),
+    ]
+    level = _query("cim_level", "Geometry: the object's 3D geometry at the highest CIM level stored up to this "
+                   "one (default: the 2D footprint)", {"type": "integer", "minimum": 1, "maximum": 7})
+    formats = {"type": "string", "enum": ["json", "jsonfg", "html", "jsonld", "csv"], "default": "json"}
+    f = _query("f", "Output format: GeoJSON (json), JSON-FG (jsonfg), HTML, JSON-LD or CSV", formats)
+    for layer in layers:
+        for path, extra in ((f"/collections/{layer}/items", ours), (f"/collections/{layer}/items/{{featureId}}", [])):
+            op = oas.get("paths", {}).get(path, {}).get("get")
+            if op is None:
+                continue
+            replaced = {q["name"] for q in [*extra, level, f]}
+            kept = [q for q in op.get("parameters", []) if q.get("name") not in replaced
+                    and not q.get("$ref", "").endswith(("/crs", "/bbox-crs", "/f"))]
+            op["parameters"] = kept + [f, level] + (extra if extra else [ours[0]])
+
+
 def prepare(settings: Settings, engine: Engine) -> tuple[Path, Path]:
     """Write the effective config and OpenAPI document; point pygeoapi's environment variables at them."""
     from pygeoapi.openapi import get_oas
@@ -87,6 +128,8 @@ def prepare(settings: Settings, engine: Engine) -> tuple[Path, Path]:
     cfg = pygeoapi_config(settings, engine)
     cfg_path.write_text(yaml.safe_dump(cfg, allow_unicode=True, sort_keys=False), encoding="utf-8")
     oas = get_oas(cfg)
+    document_our_parameters(oas, [name for name, res in cfg.get("resources", {}).items()
+                                  if any(p.get("name") == "cim.api.provider.CIMProvider" for p in res.get("providers", []))])
     oas_path.write_text(yaml.safe_dump(oas, allow_unicode=True, sort_keys=False), encoding="utf-8")
     os.environ["PYGEOAPI_CONFIG"] = str(cfg_path)
     os.environ["PYGEOAPI_OPENAPI"] = str(oas_path)

@@ -107,6 +107,7 @@ class FeaturesEndpoint:
         self.output_crs = output_crs_uris()
         self.count_matched = get_settings().count_matched
         self.count_limit = get_settings().count_limit
+        self._providers: dict[str, CIMProvider] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
@@ -125,7 +126,11 @@ class FeaturesEndpoint:
 
     # ------------------------------------------------------------------ parameters
     def _provider(self, collection: str) -> CIMProvider:
-        return CIMProvider(self.layers[collection])
+        """The collection's provider, made once (it holds only references to the shared engine and tables)."""
+        provider = self._providers.get(collection)
+        if provider is None:
+            provider = self._providers[collection] = CIMProvider(self.layers[collection])
+        return provider
 
     def _output_crs(self, request: Request) -> CRSInfo:
         value = request.query_params.get("crs", CRS84_URI)

@@ -8,6 +8,7 @@ Geometry is encoded to GeoJSON in the database, transformed there to the output 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from datetime import UTC, datetime
 from typing import Any
 
@@ -190,22 +191,35 @@ def properties_json(t: CIMTables, dialect: str, layer: str, parent: Any, root: A
     return cast(base.op("||")(typed), Text)
 
 
+@lru_cache(maxsize=256)
+def _output_columns(t: CIMTables, dialect: str, layer: str, as_json: bool, select_: tuple[str, ...] | None,
+                    with_geometry: bool, output_srid: int, precision: int, swap_xy: bool, cim_level: int | None,
+                    encoding: str, crs84_also_srid: int | None) -> tuple[tuple[Any, ...], Any, Any]:
+    """The output columns of a page and the parent/root aliases they use: built once per shape of request
+    (building the JSON expression took longer than running a by-id query)."""
+    co = t.city_object
+    parent, root = aliased(co, name="p"), aliased(co, name="r")
+    cols: list[Any] = [co.c.id, co.c.uid]
+    if as_json:
+        cols.append(properties_json(t, dialect, layer, parent, root, None if select_ is None else list(select_))
+                    .label("properties"))
+    else:
+        cols += [column.label(name) for name, column in _property_columns(t, layer, parent, root)]
+        cols.append(co.c.attributes)
+    if with_geometry:
+        cols.append(geojson_expr(t, dialect, output_srid, precision, swap_xy, cim_level, encoding).label("geometry"))
+        if crs84_also_srid is not None:
+            cols.append(geojson_expr(t, dialect, crs84_also_srid, precision, False, cim_level).label("geometry84"))
+    return tuple(cols), parent, root
+
+
 def select_features(t: CIMTables, dialect: str, q: FeatureQuery) -> Select:
     """Rows of one page: id, uid and GeoJSON (or WKB) geometry, with the properties either as JSON text
     (``properties``, for JSON outputs) or as typed columns and ``attributes`` (for files)."""
     co = t.city_object
-    parent, root = aliased(co, name="p"), aliased(co, name="r")
-    cols: list[Any] = [co.c.id, co.c.uid]
-    if q.properties_json:
-        cols.append(properties_json(t, dialect, q.layer, parent, root, q.select).label("properties"))
-    else:
-        cols += [column.label(name) for name, column in _property_columns(t, q.layer, parent, root)]
-        cols.append(co.c.attributes)
-    if q.with_geometry:
-        cols.append(geojson_expr(t, dialect, q.output_srid, q.precision, q.swap_xy, q.cim_level,
-                                 q.geometry_encoding).label("geometry"))
-        if q.crs84_also_srid is not None:
-            cols.append(geojson_expr(t, dialect, q.crs84_also_srid, q.precision, False, q.cim_level).label("geometry84"))
+    cols, parent, root = _output_columns(
+        t, dialect, q.layer, q.properties_json, None if q.select is None else tuple(q.select), q.with_geometry,
+        q.output_srid, q.precision, q.swap_xy, q.cim_level, q.geometry_encoding, q.crs84_also_srid)
     stmt = select(*cols).select_from(co)
     if "parent" in layer_properties(q.layer):
         stmt = stmt.outerjoin(parent, parent.c.id == co.c.parent_id).outerjoin(root, root.c.id == co.c.root_id)
