@@ -39,7 +39,9 @@ def _spatial_indexes(engine) -> set[tuple[str, str]]:
 def test_init_creates_current_schema_with_spatial_index(empty):
     assert schema.init(empty, 4550, 5737) == schema.HEAD
     names = set(inspect(empty).get_table_names())
-    assert {"cim_meta", "dataset", "import_run", "city_object", "city_object_geometry", "raster_layer"} <= names
+    assert {"cim_meta", "dataset", "import_run", "city_object", "city_object_geometry", "raster_layer",
+            "layer_version", "city_object_other_lod"} <= names
+    assert "lod" in {c["name"] for c in inspect(empty).get_columns("city_object_geometry")}
     assert ("city_object", "geom") in _spatial_indexes(empty)
     if empty.dialect.name == "postgresql":  # one GiST index on (layer, footprint) for per-layer bbox queries
         with empty.connect() as conn:

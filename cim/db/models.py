@@ -93,6 +93,7 @@ class CIMTables:
     city_object_geometry: Table
     raster_layer: Table
     layer_version: Table
+    city_object_other_lod: Table
 
 
 def build_tables(srid: int) -> CIMTables:
@@ -185,6 +186,7 @@ def build_tables(srid: int) -> CIMTables:
         # MultiPolygon Z (surfaces), LineString Z (pipes) or Point Z (nodes), whole per level
         Column("geom", Geometry("GEOMETRYZ", srid=srid, dimension=3, spatial_index=False), nullable=False),
         Column("surfaces", Json, comment="semantic type of each polygon: GroundSurface, WallSurface, RoofSurface..."),
+        Column("lod", String(8), comment="the source's LOD label this geometry came from (CityJSON '2.2', CityGML '3')"),
         PrimaryKeyConstraint("object_id", "cim_level"),
     )
 
@@ -217,7 +219,21 @@ def build_tables(srid: int) -> CIMTables:
         Column("changed_at", DateTime(timezone=True), nullable=False),
     )
 
-    return CIMTables(md, meta, dataset, import_run, city_object, city_object_geometry, raster_layer, layer_version)
+    # Source LODs that another LOD of the same object supersedes at the same CIM level (CityJSON LOD1.2
+    # when LOD1.3 is stored at CIM2): kept verbatim so that nothing a file brought is lost on export.
+    city_object_other_lod = Table(
+        "city_object_other_lod",
+        md,
+        Column("object_id", BigId, ForeignKey("city_object.id", ondelete="CASCADE"), nullable=False),
+        Column("lod", String(8), nullable=False),
+        Column("cim_level", SmallInteger, nullable=False),
+        Column("geom", Geometry("GEOMETRYZ", srid=srid, dimension=3, spatial_index=False), nullable=False),
+        Column("surfaces", Json),
+        PrimaryKeyConstraint("object_id", "lod"),
+    )
+
+    return CIMTables(md, meta, dataset, import_run, city_object, city_object_geometry, raster_layer, layer_version,
+                     city_object_other_lod)
 
 
 @lru_cache(maxsize=8)

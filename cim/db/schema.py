@@ -49,11 +49,22 @@ def _v4_layer_spatial_index(conn: Connection, t: CIMTables) -> None:
         conn.execute(text("CREATE INDEX IF NOT EXISTS ix_city_object_layer_geom ON city_object USING gist (layer, geom)"))
 
 
+def _v5_source_lods(conn: Connection, t: CIMTables) -> None:
+    """The source LOD label of each level's geometry, and the superseded source LODs (ingest keeps every
+    LOD a file brings)."""
+    # step 1 creates city_object_geometry as the models define it today (with lod): only older
+    # databases lack the column
+    if "lod" not in {c["name"] for c in inspect(conn).get_columns("city_object_geometry")}:
+        conn.execute(text("ALTER TABLE city_object_geometry ADD COLUMN lod VARCHAR(8)"))
+    t.city_object_other_lod.create(conn)
+
+
 STEPS: dict[int, Callable[[Connection, CIMTables], None]] = {
     1: _v1_core,
     2: _v2_rasters_and_validity,
     3: _v3_layer_versions,
     4: _v4_layer_spatial_index,
+    5: _v5_source_lods,
 }
 HEAD = max(STEPS)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from datetime import UTC, datetime
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,8 @@ OBJECT_COLUMNS = (
     "pipe_kind", "diameter_mm", "material", "depth_m", "owner", "laid_date", "attributes",
     "geom", "min_z", "max_z", "valid_from", "valid_to", "dataset_id", "import_run_id",
 )
-GEOMETRY_COLUMNS = ("object_id", "cim_level", "geom", "surfaces")
+GEOMETRY_COLUMNS = ("object_id", "cim_level", "geom", "surfaces", "lod")
+OTHER_LOD_COLUMNS = ("object_id", "lod", "cim_level", "geom", "surfaces")
 
 
 class ObjectWriter:
@@ -52,7 +54,8 @@ class ObjectWriter:
         self.counts: Counter[str] = Counter()
         self.layers: set[str] = set()
         self._objects: list[dict[str, Any]] = []
-        self._geoms: list[tuple[int, int, Any, list[str] | None]] = []
+        self._geoms: list[tuple[int, int, Any, list[str] | None, str | None]] = []
+        self._other_lods: list[tuple[int, str, int, Any, list[str] | None]] = []
         self._postgis = conn.dialect.name == "postgresql"
         if self._postgis:
             # Ids are taken from the table's sequence in one block; no other writer may interleave.
@@ -65,13 +68,18 @@ class ObjectWriter:
         self._next_id += 1
         return oid
 
-    def add(self, obj: dict[str, Any], geometries: list[tuple[int, Any, list[str] | None]] = ()) -> int:
-        """Queue one object (``id`` allocated if absent) and its 3D geometries ``(cim_level, geom, surfaces)``."""
+    def add(self, obj: dict[str, Any], geometries: Sequence[tuple] = (),
+            other_lods: Sequence[tuple[str, int, Any, list[str] | None]] = ()) -> int:
+        """Queue one object (``id`` allocated if absent), its 3D geometries ``(cim_level, geom, surfaces)``
+        or ``(cim_level, geom, surfaces, source_lod)``, and superseded source LODs
+        ``(lod, cim_level, geom, surfaces)``."""
         if "id" not in obj:
             obj["id"] = self.new_id()
         self._objects.append(obj)
-        for level, geom, surfaces in geometries:
-            self._geoms.append((obj["id"], level, geom, surfaces))
+        for level, geom, surfaces, *lod in geometries:
+            self._geoms.append((obj["id"], level, geom, surfaces, lod[0] if lod else None))
+        for lod, level, geom, surfaces in other_lods:
+            self._other_lods.append((obj["id"], lod, level, geom, surfaces))
         self.counts[obj["object_class"]] += 1
         self.layers.add(obj["layer"])
         if len(self._objects) >= self.batch_size:
@@ -80,18 +88,21 @@ class ObjectWriter:
 
     def flush(self) -> None:
         """Write everything queued."""
-        if not self._objects and not self._geoms:
+        if not self._objects and not self._geoms and not self._other_lods:
             return
-        objects, geoms = self._objects, self._geoms
-        self._objects, self._geoms = [], []
+        objects, geoms, others = self._objects, self._geoms, self._other_lods
+        self._objects, self._geoms, self._other_lods = [], [], []
         footprints = _ewkb([o.get("geom") for o in objects], self.srid, hex_=self._postgis)
-        solids = _ewkb([g[2] for g in geoms], self.srid, hex_=self._postgis)
+        geom_rows = [(oid, level, wkb, surfaces, lod) for (oid, level, _g, surfaces, lod), wkb
+                     in zip(geoms, _ewkb([g[2] for g in geoms], self.srid, hex_=self._postgis))]
+        other_rows = [(oid, lod, level, wkb, surfaces) for (oid, lod, level, _g, surfaces), wkb
+                      in zip(others, _ewkb([g[3] for g in others], self.srid, hex_=self._postgis))]
         defaults = {"valid_from": self.valid_from, "dataset_id": self.dataset_id,
                     "import_run_id": self.import_run_id}
         if self._postgis:
-            self._copy_postgis(objects, footprints, geoms, solids, defaults)
+            self._copy_postgis(objects, footprints, geom_rows, other_rows, defaults)
         else:
-            self._insert_sqlite(objects, footprints, geoms, solids, defaults)
+            self._insert_sqlite(objects, footprints, geom_rows, other_rows, defaults)
 
     def finish(self) -> Counter[str]:
         """Flush, bring the id sequence past the ids used, bump the written layers' versions, and return
@@ -104,30 +115,36 @@ class ObjectWriter:
                 "(SELECT COALESCE(max(id), 0) + 1 FROM city_object), false)"))
         return self.counts
 
-    def _copy_postgis(self, objects, footprints, geoms, solids, defaults) -> None:
+    def _copy_postgis(self, objects, footprints, geom_rows, other_rows, defaults) -> None:
         raw = self.conn.connection.driver_connection  # psycopg connection in the same transaction
         with raw.cursor() as cur:
             with cur.copy(f"COPY city_object ({', '.join(OBJECT_COLUMNS)}) FROM STDIN") as copy:
                 for obj, wkb in zip(objects, footprints):
                     copy.write_row(_object_row(obj, wkb, defaults))
-            if geoms:
-                with cur.copy(f"COPY city_object_geometry ({', '.join(GEOMETRY_COLUMNS)}) FROM STDIN") as copy:
-                    for (oid, level, _g, surfaces), wkb in zip(geoms, solids):
-                        copy.write_row((oid, level, wkb, None if surfaces is None else json.dumps(surfaces)))
+            for table, columns, rows in (("city_object_geometry", GEOMETRY_COLUMNS, geom_rows),
+                                         ("city_object_other_lod", OTHER_LOD_COLUMNS, other_rows)):
+                if not rows:
+                    continue
+                at = columns.index("surfaces")
+                with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                    for row in rows:
+                        row = list(row)
+                        row[at] = None if row[at] is None else json.dumps(row[at])
+                        copy.write_row(row)
 
-    def _insert_sqlite(self, objects, footprints, geoms, solids, defaults) -> None:
+    def _insert_sqlite(self, objects, footprints, geom_rows, other_rows, defaults) -> None:
         rows = []
         for obj, wkb in zip(objects, footprints):
             row = {c: obj.get(c, defaults.get(c)) for c in OBJECT_COLUMNS}
             row["geom"] = None if wkb is None else WKBElement(wkb, srid=self.srid, extended=True)
             rows.append(row)
         self.conn.execute(self.t.city_object.insert(), rows)
-        if geoms:
-            self.conn.execute(self.t.city_object_geometry.insert(), [
-                {"object_id": oid, "cim_level": level, "surfaces": surfaces,
-                 "geom": WKBElement(wkb, srid=self.srid, extended=True)}
-                for (oid, level, _g, surfaces), wkb in zip(geoms, solids)
-            ])
+        for table, columns, items in ((self.t.city_object_geometry, GEOMETRY_COLUMNS, geom_rows),
+                                      (self.t.city_object_other_lod, OTHER_LOD_COLUMNS, other_rows)):
+            if items:
+                self.conn.execute(table.insert(), [
+                    {**dict(zip(columns, item)), "geom": WKBElement(item[columns.index("geom")], srid=self.srid,
+                                                                   extended=True)} for item in items])
 
 
 _GEOM_AT = OBJECT_COLUMNS.index("geom")
