@@ -52,6 +52,7 @@ from cim.crs.transform import OutsideArea, query_area, swap_axes, transform
 from cim.db import cql
 from cim.db.queries import FeatureQuery, count_features, select_feature, select_features
 from cim.db.versions import layer_version
+from cim.geometry import is_closed_shell
 from cim.settings import get_settings
 
 GEOJSON = "application/geo+json"
@@ -482,14 +483,10 @@ def _polyhedron(geometry: str) -> str | None:
     coords = doc.get("coordinates")
     if doc.get("type") != "MultiPolygon" or not coords or len(coords[0][0][0]) != 3:
         return None
-    edges: dict[tuple, int] = {}
-    for polygon in coords:
-        for ring in polygon:
-            points = [tuple(round(v, 6) for v in p) for p in ring]
-            for a, b in zip(points[:-1], points[1:], strict=True):
-                edges[(a, b)] = edges.get((a, b), 0) + 1
-    if any(edges.get((b, a), 0) != n for (a, b), n in edges.items()):
-        return None  # not closed: every edge of a shell is walked once each way
+    solid = shape(doc)
+    degrees = float(np.abs(shapely.get_coordinates(solid)).max()) <= 360  # lon/lat: compare at ~0.1 mm
+    if not is_closed_shell(solid, decimals=9 if degrees else 3):
+        return None
     return json.dumps({"type": "Polyhedron", "coordinates": [coords]})
 
 

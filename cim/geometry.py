@@ -1,0 +1,201 @@
+"""3D surface geometry checks shared by ingest (quality rules) and outputs (JSON-FG solids).
+
+CIM objects store their 3D geometry as a MultiPolygon Z of faces. shapely's own validity works in the
+xy plane, where every wall is a line: faces are checked here in their own plane instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import shapely
+
+__all__ = ["close_open_base", "consistently_oriented", "face_problems", "is_closed_shell", "newell_normal", "surface_footprint"]
+
+
+def _rings(polygon: Any) -> list[np.ndarray]:
+    return [np.asarray(polygon.exterior.coords)] + [np.asarray(r.coords) for r in polygon.interiors]
+
+
+def is_closed_shell(geom: Any, decimals: int = 3) -> bool:
+    """True when the faces of a MultiPolygon Z close a volume (whatever their orientation).
+
+    Every edge of a closed surface is shared by an even number of faces. Real city models split an edge
+    of one face with a vertex of its neighbour (T-junctions: every LOD1 building of TU Delft's Delft model
+    has them), so edges left unpaired after rounding to ``decimals`` are then checked along their line:
+    closed when every stretch of it is covered an even number of times.
+    """
+    if geom is None or geom.geom_type != "MultiPolygon" or geom.is_empty or not shapely.has_z(geom):
+        return False
+    counts: dict[tuple, int] = {}
+    for polygon in geom.geoms:
+        for ring in _rings(polygon):
+            points = [tuple(p) for p in np.round(ring, decimals)]
+            for a, b in zip(points[:-1], points[1:], strict=True):
+                if a != b:
+                    key = (a, b) if a < b else (b, a)
+                    counts[key] = counts.get(key, 0) + 1
+    if not counts:
+        return False
+    odd = np.array([[a, b] for (a, b), n in counts.items() if n % 2], dtype=float).reshape(-1, 2, 3)
+    if not len(odd):
+        return True
+    starts, ends = odd[:, 0], odd[:, 1]
+    tol = 2 * 10.0 ** -decimals
+    for a, b in odd:  # each unpaired edge must be covered an even number of times along its length
+        u = (b - a) / np.linalg.norm(b - a)
+
+        def off_line(points: np.ndarray, a: np.ndarray = a, u: np.ndarray = u) -> np.ndarray:
+            w = points - a
+            return np.linalg.norm(w - np.outer(w @ u, u), axis=1)
+
+        on = (off_line(starts) < tol) & (off_line(ends) < tol)
+        t0, t1 = (starts[on] - a) @ u, (ends[on] - a) @ u
+        lo_, hi_ = np.minimum(t0, t1), np.maximum(t0, t1)
+        length = float(np.linalg.norm(b - a))
+        cuts = np.unique(np.concatenate([[0.0, length], lo_[(lo_ > 0) & (lo_ < length)],
+                                         hi_[(hi_ > 0) & (hi_ < length)]]))
+        for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
+            if hi - lo < tol:
+                continue
+            mid = (lo + hi) / 2
+            if int(((lo_ < mid) & (mid < hi_)).sum()) % 2:
+                return False
+    return True
+
+
+def _odd_edges(geom: Any, decimals: int) -> np.ndarray:
+    counts: dict[tuple, int] = {}
+    for polygon in geom.geoms:
+        for ring in _rings(polygon):
+            points = [tuple(p) for p in np.round(ring, decimals)]
+            for a, b in zip(points[:-1], points[1:], strict=True):
+                if a != b:
+                    key = (a, b) if a < b else (b, a)
+                    counts[key] = counts.get(key, 0) + 1
+    return np.array([[a, b] for (a, b), n in counts.items() if n % 2], dtype=float).reshape(-1, 2, 3)
+
+
+def close_open_base(geom: Any, decimals: int = 3) -> tuple[Any, int]:
+    """(geometry, faces added): a shell open only at its flat base, as LOD1 extrusions without a ground
+    face are (TU Delft's Delft model), closed with the ground face(s) its base edges outline, facing down;
+    base vertices less than 1 cm apart in height at one plan position are snapped to the lowest.
+    Anything else comes back unchanged with 0: the closed-solid rule then judges it."""
+    if (geom is None or geom.geom_type != "MultiPolygon" or geom.is_empty or not shapely.has_z(geom)
+            or is_closed_shell(geom, decimals)):
+        return geom, 0
+    original = geom
+    z0 = float(shapely.get_coordinates(geom, include_z=True)[:, 2].min())
+    flat = 0.01  # a base is flat within a centimetre (placed on the ellipsoid, it is not exactly flat)
+    # walls whose bottoms differ by millimetres at one corner (Delft has 1 cm steps) meet at the lowest
+    coords = shapely.get_coordinates(geom, include_z=True)
+    low = np.abs(coords[:, 2] - z0) < flat
+    keys = list(map(tuple, np.round(coords[low, :2], decimals)))
+    vertices: dict[tuple, np.ndarray] = {}  # the base's own vertices by their rounded plan position
+    for key, point in zip(keys, coords[low], strict=True):
+        if key not in vertices or point[2] < vertices[key][2]:
+            vertices[key] = point
+    if any(vertices[key][2] != point[2] for key, point in zip(keys, coords[low], strict=True)):
+        def snap(points: np.ndarray) -> np.ndarray:
+            out = points.copy()
+            for i in np.flatnonzero(np.abs(points[:, 2] - z0) < flat):
+                out[i, 2] = vertices[tuple(np.round(points[i, :2], decimals))][2]
+            return out
+
+        geom = shapely.transform(geom, snap, include_z=True)
+    odd = _odd_edges(geom, decimals)
+    tol = 2 * 10.0 ** -decimals
+    base = odd[(np.abs(odd[:, 0, 2] - z0) < flat) & (np.abs(odd[:, 1, 2] - z0) < flat)]
+    if len(base) < 3:
+        return original, 0
+    lines = shapely.node(shapely.MultiLineString([edge[:, :2] for edge in base]))
+    faces = [f for f in shapely.get_parts(shapely.polygonize(shapely.get_parts(lines))) if f.area > 1e-6]
+    if not faces:
+        return original, 0
+    # polygonize also returns what the outlines enclose but the building does not (a courtyard): a ground
+    # face lies under the building's roofs
+    plan = surface_footprint(shapely.MultiPolygon([p for p in geom.geoms if abs(newell_normal(_rings(p)[0])[2]) > 1e-9]))
+    added = []
+    for face in faces:
+        if plan is None or not plan.buffer(tol).contains(face.representative_point()):
+            continue
+        face = shapely.geometry.polygon.orient(face, sign=-1.0)  # clockwise from above: its normal points down
+        # each vertex exactly where the walls have it, so the face meets them without a gap
+        def lift(ring: Any) -> np.ndarray:
+            xy = np.asarray(ring.coords)
+            return np.array([vertices.get(tuple(p), (p[0], p[1], z0)) for p in np.round(xy, decimals)])
+
+        added.append(shapely.Polygon(lift(face.exterior), [lift(r) for r in face.interiors]))
+    closed = shapely.MultiPolygon(list(geom.geoms) + added)
+    return (closed, len(added)) if added and is_closed_shell(closed, decimals) else (original, 0)
+
+
+def consistently_oriented(geom: Any, tolerance: float = 1e-6) -> bool:
+    """True when a closed shell's faces all face the same way (outwards or all inwards): their
+    area-weighted normals (Newell vectors) then sum to zero, as over any closed surface."""
+    total = np.zeros(3)
+    size = 0.0
+    for polygon in geom.geoms:
+        for k, ring in enumerate(_rings(polygon)):
+            n = newell_normal(ring)
+            total += n  # holes wind the other way: they subtract
+            size += float(np.linalg.norm(n)) if k == 0 else 0.0
+    return size > 0 and float(np.linalg.norm(total)) <= tolerance * size + 1e-8
+
+
+def newell_normal(ring: np.ndarray) -> np.ndarray:
+    """The (unnormalised) normal of a 3D ring by Newell's method; its length is twice the ring's area."""
+    x, y, z = ring[:, 0], ring[:, 1], ring[:, 2]
+    x1, y1, z1 = np.roll(x, -1), np.roll(y, -1), np.roll(z, -1)
+    return np.array([((y - y1) * (z + z1)).sum(), ((z - z1) * (x + x1)).sum(), ((x - x1) * (y + y1)).sum()])
+
+
+def face_problems(geom: Any, min_area: float = 1e-6) -> tuple[list[str], int]:
+    """(problems, degenerate face count) of a geometry: non-finite or empty geometry, and faces that
+    self-intersect in their own plane. Degenerate faces (area < ``min_area`` m², common in meshes) are
+    counted, not problems."""
+    if geom is None or geom.is_empty:
+        return ["empty geometry"], 0
+    coords = shapely.get_coordinates(geom, include_z=True)
+    if not np.isfinite(coords).all():
+        return ["non-finite coordinates"], 0
+    if geom.geom_type not in ("Polygon", "MultiPolygon"):
+        return ([] if geom.is_valid else [f"invalid {geom.geom_type}: {shapely.is_valid_reason(geom)}"]), 0
+    problems: list[str] = []
+    degenerate = 0
+    for i, polygon in enumerate(getattr(geom, "geoms", [geom])):
+        rings = _rings(polygon)
+        if not shapely.has_z(polygon):
+            if not polygon.is_valid:
+                problems.append(f"face {i}: {shapely.is_valid_reason(polygon)}")
+            continue
+        normal = newell_normal(rings[0])
+        if np.linalg.norm(normal) / 2 < min_area:
+            degenerate += 1
+            continue
+        drop = int(np.argmax(np.abs(normal)))  # project onto the plane the face is most parallel to
+        keep = [k for k in range(3) if k != drop]
+        flat = shapely.Polygon(rings[0][:, keep], [r[:, keep] for r in rings[1:]])
+        if not flat.is_valid:
+            problems.append(f"face {i}: {shapely.is_valid_reason(flat)}")
+    return problems, degenerate
+
+
+def surface_footprint(geom: Any) -> Any:
+    """The 2D footprint of a 3D geometry: the union of its faces' plan views (vertical faces add nothing),
+    a line's or point's plan view otherwise; None when nothing has area or length."""
+    if geom is None or geom.is_empty:
+        return None
+    flat = shapely.force_2d(geom)
+    if flat.geom_type not in ("Polygon", "MultiPolygon"):
+        return flat
+    parts = [p for p in getattr(flat, "geoms", [flat]) if p.area > 1e-6]
+    if not parts:
+        return None
+    merged = shapely.union_all(shapely.make_valid(np.asarray(parts, dtype=object)))
+    merged = shapely.make_valid(merged)
+    if merged.geom_type == "GeometryCollection":
+        polys = [g for g in merged.geoms if g.geom_type in ("Polygon", "MultiPolygon")]
+        merged = shapely.union_all(polys) if polys else None
+    return merged
