@@ -50,6 +50,32 @@ class DemoSettings(BaseModel):
     center_lat: float = 41.30
 
 
+class QualityRules(BaseModel):
+    """The rule set every load is checked against (数据治理). Each rule rejects the objects that break it
+    (the whole file with ``--strict``) and is reported with the objects and reasons."""
+
+    geometry_valid: bool = True  # every polygon, line and point valid and finite
+    # classes whose 3D geometry must be a closed shell where the source says it is a solid
+    closed_solids: list[str] = Field(default_factory=lambda: ["Building", "BuildingPart"])
+    # close a solid open only at its flat base (LOD1 extrusions without a ground face) with that face,
+    # reported as a repair; off → such solids fail closed_solids
+    repair_open_bases: bool = True
+    crs_required: bool = True  # a file without a CRS loads only with --crs or --anchor
+    required_attributes: dict[str, list[str]] = Field(default_factory=dict)  # class → typed properties
+    code_lists: dict[str, list[str]] = Field(default_factory=dict)  # typed property → allowed values
+
+
+class IngestSettings(BaseModel):
+    """``cim load``: quality rules and the field mappings of survey tables."""
+
+    rules: QualityRules = Field(default_factory=QualityRules)
+    # 管线点 / 管线段 survey tables: our property → the field names departments use for it (first found)
+    survey_points: dict[str, list[str]] = Field(default_factory=dict)
+    survey_segments: dict[str, list[str]] = Field(default_factory=dict)
+    # pipe kind names (管线种类) → code, for tables that spell the kind out
+    pipe_kind_names: dict[str, str] = Field(default_factory=dict)
+
+
 class LocalCRS(BaseModel):
     """A city's own coordinate system (城市独立坐标系); its parameters come from the operator, never from code."""
 
@@ -78,6 +104,7 @@ class Settings(BaseSettings):
     # Where generated files go (DEM COG, effective pygeoapi config, OpenAPI document).
     data_dir: Path = Field(default=PROJECT_ROOT / "var")
     demo: DemoSettings = Field(default_factory=DemoSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
     # numberMatched on items pages: an exact count per request, or (False) omitted where counting a large
     # layer costs too much; paging links do not depend on it. Counting stops at count_limit: beyond it
     # numberMatched is omitted (a page that holds every match is counted for free).

@@ -11,6 +11,7 @@ systems come from config.yml (``cim.local_crs``) as WKT2 or PROJ strings, under 
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -148,6 +149,16 @@ def _info(uri: str, definition: str | None = None, name: str | None = None) -> C
     epsg = int(uri.rsplit("/", 1)[-1]) if uri.startswith(f"{OGC_DEF}/EPSG/0/") else None
     return CRSInfo(uri, name or crs.name, crs, yx=first in ("north", "south"), dimension=len(crs.axis_info),
                    geographic=crs.is_geographic, area=area, epsg=epsg)
+
+
+def info_for(crs: CRS) -> CRSInfo:
+    """A CRSInfo for any pyproj CRS (a source file's), whether or not the service publishes it."""
+    code = crs.to_epsg(min_confidence=90)
+    if code is not None:
+        return _info(f"{OGC_DEF}/EPSG/0/{code}")
+    wkt = crs.to_wkt()
+    digest = hashlib.blake2b(wkt.encode(), digest_size=8).hexdigest()
+    return _info(f"urn:benxi-cim:crs:wkt:{digest}", definition=wkt, name=crs.name)
 
 
 class CRSRegistry:
