@@ -86,8 +86,15 @@ class Placement:
             elif source.metadata.get("extent"):
                 e = source.metadata["extent"]
                 self.origin = ((e[0] + e[3]) / 2, (e[1] + e[4]) / 2, e[2])
-            x, y, _ = transform(reg.resolve(CRS84_URI), self.storage, np.array([self.anchor.lon]),
-                                np.array([self.anchor.lat]))
+            try:
+                x, y, _ = transform(reg.resolve(CRS84_URI), self.storage, np.array([self.anchor.lon]),
+                                    np.array([self.anchor.lat]))
+            except OutsideArea:
+                where = "the model's site (IfcSite latitude/longitude)" if self.mode == "site" else "--anchor"
+                raise PlacementError(
+                    f"{where} at lon {self.anchor.lon:.6f}, lat {self.anchor.lat:.6f} lies outside the storage "
+                    f"CRS's area ({self.storage.uri}); to place the model in the city, use "
+                    "--anchor lon,lat,height,rotation") from None
             self.anchor_xy = (float(x[0]), float(y[0]))
             theta = math.radians(self.anchor.rotation)
             # offsets in metres: a projected CRS in US feet (a WNTR network in EPSG:3547) is scaled
