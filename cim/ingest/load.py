@@ -276,8 +276,10 @@ def _load_vector(conn: Connection, t: CIMTables, path: Path, fr: FileReport, opt
             return
         # replace by source id: the objects this file loaded before (their children go with them)
         ids = [row["source_id"] for row, _g, _o in pending]
-        fr.replaced += conn.execute(delete(t.city_object).where(
-            and_(t.city_object.c.dataset_id == dataset_id, t.city_object.c.source_id.in_(ids)))).rowcount or 0
+        this_file = and_(t.city_object.c.dataset_id == dataset_id, t.city_object.c.source_id.in_(ids))
+        # counted first: SQLite's rowcount leaves out rows its cascade (a building's parts) deleted
+        fr.replaced += conn.execute(select(func.count()).select_from(t.city_object).where(this_file)).scalar() or 0
+        conn.execute(delete(t.city_object).where(this_file))
         for row, geoms, others in pending:
             writer.add(row, geoms, others)
         pending.clear()
