@@ -301,6 +301,51 @@ def load(paths: Annotated[list[Path], typer.Argument(help="Files: CityJSON (.cit
         _fail(f"nothing loaded: {failure}")
 
 
+@app.command()
+def export(path: Annotated[Path, typer.Argument(help="Output file: .city.json (CityJSON 2.0), .jsonl (CityJSONSeq), "
+                                                     ".gpkg (GeoPackage) or .fgb (FlatGeobuf)")],
+           database: DatabaseOpt = None,
+           layers: Annotated[Optional[str], typer.Option(help="Comma-separated layers (default: all)")] = None,
+           bbox: Annotated[Optional[str], typer.Option(help="min lon,min lat,max lon,max lat (CRS84)")] = None,
+           crs: Annotated[Optional[str], typer.Option(help="Output CRS (default: the storage CRS, EPSG:4550)")] = None,
+           dataset: Annotated[Optional[str], typer.Option(help="Only this dataset's objects (CityJSON keys are then "
+                                                         "their source ids)")] = None,
+           cim_level: Annotated[Optional[int], typer.Option(help="GeoPackage/FlatGeobuf: the geometry at this CIM "
+                                                           "level instead of the footprint")] = None) -> None:
+    """Export objects of chosen layers within a bbox, for round trips and offline work."""
+    from cim.export import ExportError
+    from cim.export import export as run_export
+
+    s = _settings(database)
+    box = None
+    if bbox:
+        try:
+            box = tuple(float(v) for v in bbox.split(","))
+        except ValueError:
+            _fail(f"--bbox: four numbers min lon,min lat,max lon,max lat, got {bbox!r}")
+        if len(box) != 4:
+            _fail(f"--bbox: four numbers min lon,min lat,max lon,max lat, got {bbox!r}")
+    if cim_level is not None and not 1 <= cim_level <= 7:
+        _fail("--cim-level: 1 to 7")
+    try:
+        engine = open_engine(s.database_url)
+        with Progress(TextColumn("export"), TextColumn("{task.completed:,} objects"), TimeElapsedColumn(),
+                      console=err, disable=not err.is_terminal) as bar:
+            task = bar.add_task("export", total=None)
+            report = run_export(engine, path, [v.strip() for v in layers.split(",")] if layers else None, box, crs,
+                                dataset, cim_level, progress=lambda n: bar.update(task, completed=n))
+        engine.dispose()
+    except (CIMDatabaseError, ExportError) as exc:
+        _fail(str(exc))
+    table = Table(title=f"{report.path} ({report.format}, {report.crs})")
+    table.add_column("layer" if report.format in ("GPKG", "FlatGeobuf") else "class")
+    table.add_column("objects", justify="right")
+    for name, n in sorted(report.counts.items()):
+        table.add_row(name, f"{n:,}")
+    table.add_row("total", f"{report.objects:,}")
+    out.print(table)
+
+
 def _print_load_report(report) -> None:
     table = Table(title=f"load into dataset {report.dataset!r}" + (" (strict)" if report.strict else ""))
     for col in ("file", "reader", "read", "loaded", "rejected", "replaced"):

@@ -10,23 +10,20 @@ status URL, the file at ``/jobs/{id}/results``) for district- and city-wide expo
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyogrio.raw
-import shapely
 from pygeoapi.process.base import BaseProcessor
 
-from cim.api.features import sql_output
 from cim.api.processes import InvalidProcessInput
-from cim.api.provider import FIELD_TYPES, CIMProvider
+from cim.api.provider import CIMProvider
 from cim.crs.registry import CRS84_URI, UnknownCRS, default_registry
-from cim.crs.transform import query_area, transform
+from cim.crs.transform import query_area
 from cim.db.models import LAYERS
-from cim.db.queries import FeatureQuery, select_features
+from cim.export import ExportError, write_vector_layers
 
 FORMATS = {"gpkg": ("GPKG", "application/geopackage+sqlite3", ".gpkg"),
            "fgb": ("FlatGeobuf", "application/flatgeobuf", ".fgb")}
@@ -104,36 +101,14 @@ class DownloadProcessor(BaseProcessor):
     def _write_layer(self, path: Path, driver: str, layer: str, bbox: list[float], out_crs, level, so_far: int) -> int:
         provider = CIMProvider({"name": "cim.api.provider.CIMProvider", "type": "feature", "data": layer})
         reg = default_registry()
-        storage = reg.epsg(provider.storage_srid)
-        area = query_area(tuple(bbox), reg.resolve(CRS84_URI), storage)
-        # files are written x/y whatever the CRS's axis order: the database's swap is not wanted here
-        sql_srid, _swap, post = sql_output(out_crs, provider.storage_srid)
-        q = FeatureQuery(layer, area=area, limit=self.max_features - so_far + 1, output_srid=sql_srid,
-                         cim_level=level, geometry_encoding="wkb", properties_json=False)
-        with provider.engine.connect() as conn:
-            rows = conn.execute(select_features(provider.tables, provider.dialect, q)).mappings().all()
-        if so_far + len(rows) > self.max_features:
-            raise InvalidProcessInput(user_msg=f"more than {self.max_features:,} features: narrow the bbox or the layers")
-        if not rows:
-            return 0
-        geoms = shapely.from_wkb([bytes(r["geometry"]) for r in rows])
-        if post is not None:  # GCJ-02, BD-09, local systems: from CRS84 lon/lat in numpy
-            xy = shapely.get_coordinates(geoms, include_z=bool(shapely.has_z(geoms).any()))
-            x, y, _ = transform(reg.resolve(CRS84_URI), post, xy[:, 0], xy[:, 1], check_area=False)
-            xy[:, 0], xy[:, 1] = x, y
-            geoms = shapely.set_coordinates(geoms, xy)
-        fields = list(provider.get_fields())
-        columns = [_column([r[f] for r in rows], FIELD_TYPES[f]["type"]) for f in fields]
-        fields.append("attributes")
-        columns.append(np.array([None if r["attributes"] is None else
-                                 (r["attributes"] if isinstance(r["attributes"], str)
-                                  else json.dumps(r["attributes"], ensure_ascii=False)) for r in rows], dtype=object))
-        fields.insert(0, "id")
-        columns.insert(0, np.array([r["uid"] for r in rows], dtype=object))
-        pyogrio.raw.write(str(path), shapely.to_wkb(geoms), columns, fields, layer=layer, driver=driver,
-                          geometry_type="Unknown", crs=_crs_wkt(out_crs), append=path.exists(),
-                          layer_metadata={"CRS_URI": out_crs.uri})
-        return len(rows)
+        area = query_area(tuple(bbox), reg.resolve(CRS84_URI), reg.epsg(provider.storage_srid))
+        try:
+            with provider.engine.connect() as conn:
+                return write_vector_layers(conn, provider.tables, path, driver, layer, area, out_crs, level,
+                                           limit=self.max_features - so_far)
+        except ExportError:
+            raise InvalidProcessInput(user_msg=f"more than {self.max_features:,} features: narrow the bbox or "
+                                               "the layers") from None
 
     def _write_empty(self, path: Path, driver: str, layer: str, out_crs) -> None:
         pyogrio.raw.write(str(path), np.array([], dtype=object), [np.array([], dtype=object)], ["id"], layer=layer,
@@ -144,13 +119,4 @@ class DownloadProcessor(BaseProcessor):
 
 
 def _crs_wkt(info) -> str:
-    # GCJ-02/BD-09 are offsets, not CRSs a file can name: the file says WGS 84 lon/lat, the layer metadata
-    # CRS_URI says which offset applies.
     return info.pyproj_crs.to_wkt()
-
-
-def _column(values: list[Any], kind: str) -> np.ndarray:
-    if kind in ("integer", "number"):
-        return np.array([np.nan if v is None else float(v) for v in values], dtype="float64")
-    return np.array([None if v is None else (v.isoformat() if hasattr(v, "isoformat") else str(v))
-                     for v in values], dtype=object)

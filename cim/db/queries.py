@@ -109,7 +109,7 @@ def geojson_expr(t: CIMTables, dialect: str, output_srid: int, precision: int,
     return func.ST_AsBinary(g) if encoding == "wkb" else func.ST_AsGeoJSON(g, precision, 0)
 
 
-def _area_filter(t: CIMTables, dialect: str, area: shapely.Geometry) -> ColumnElement[bool]:
+def area_filter(t: CIMTables, dialect: str, area: shapely.Geometry) -> ColumnElement[bool]:
     co = t.city_object
     srid = co.c.geom.type.srid
     minx, miny, maxx, maxy = area.bounds
@@ -139,7 +139,7 @@ def where_clauses(t: CIMTables, dialect: str, q: FeatureQuery) -> list[ColumnEle
     co = t.city_object
     out: list[ColumnElement[bool]] = [co.c.layer == q.layer]
     if q.area is not None:
-        out.append(false() if q.area.is_empty else _area_filter(t, dialect, q.area))
+        out.append(false() if q.area.is_empty else area_filter(t, dialect, q.area))
     if q.time is not None:
         out.append(_time_filter(t, *q.time))
     for prop, value in q.equals.items():
