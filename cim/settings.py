@@ -54,6 +54,7 @@ class QualityRules(BaseModel):
     """The rule set every load is checked against (数据治理). Each rule rejects the objects that break it
     (the whole file with ``--strict``) and is reported with the objects and reasons."""
 
+    geometry_required: bool = True  # an object without any geometry (an IFC element without a body) is rejected
     geometry_valid: bool = True  # every polygon, line and point valid and finite
     # classes whose 3D geometry must be a closed shell where the source says it is a solid
     closed_solids: list[str] = Field(default_factory=lambda: ["Building", "BuildingPart"])

@@ -101,6 +101,8 @@ def test_cityjsonseq_streams_parents_first():
     ('{"type": "FeatureCollection"}', "not a CityJSON file"),
     ('{"type": "CityJSON", "version": "0.9", "CityObjects": {}, "vertices": []}', "version"),
     ('{"type": "CityJSON", "version": "2.0", "CityObjects": {}, "vertices": [[1, 2]]}', "triples"),
+    ('{"type": "CityJSON", "version": "2.0", "vertices": [], "CityObjects": {"a": {"type": "Road"}, '
+     '"a": {"type": "Road"}}}', "the key 'a' appears twice"),
 ])
 def test_cityjson_bad_files_name_the_file(tmp_path, content, fragment):
     path = tmp_path / "bad.city.json"
@@ -111,6 +113,21 @@ def test_cityjson_bad_files_name_the_file(tmp_path, content, fragment):
 
 
 # ---------------------------------------------------------------------------------------------- loading
+def test_duplicate_ids_across_cityjsonseq_features(db, tmp_path):
+    """The second object with an id already read is rejected by the unique_ids rule, named; the first
+    stays with its parts."""
+    lines = SEQ.read_text(encoding="utf-8").splitlines()
+    path = tmp_path / "dup.city.jsonl"
+    path.write_text("\n".join([*lines[:3], lines[1]]) + "\n", encoding="utf-8")  # feature 1 again at the end
+    first_id = json.loads(lines[1])["id"]
+    report = load_files(db, [path], LoadOptions(anchor=ANCHOR))
+    f = report.files[0]
+    unique = f.rules["unique_ids"]
+    assert unique["failed"] == 2 and f.rejected == 2 and f.loaded == 4  # the building and its part, again
+    assert unique["objects"][0] == {"source_id": first_id,
+                                    "reason": f"Building id {first_id!r} appears again (the first one is kept)"}
+
+
 def test_anchored_cityjson_with_every_lod(db):
     report = load_files(db, [MULTI_LOD], LoadOptions(crs="EPSG:28992", anchor=ANCHOR))
     assert report.committed and report.loaded == 10 and report.rejected == 0

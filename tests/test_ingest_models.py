@@ -136,3 +136,20 @@ def test_corrupt_file_writes_nothing(db, tmp_path, name, cut, message):
         # the good file first: it is rolled back with the broken one
         load_files(db, [DRAINAGE, broken], LoadOptions(anchor=HERE, dataset="bad"))
     assert rows(db) == before
+
+
+def test_ifc_element_without_geometry_is_rejected_by_name(db, tmp_path):
+    """A wall with no body: the geometry_present rule rejects it (named by GlobalId); the rest loads."""
+    import ifcopenshell
+    import ifcopenshell.api
+
+    model = ifcopenshell.open(str(FZK_IFC))
+    storey = model.by_type("IfcBuildingStorey")[0]
+    wall = ifcopenshell.api.run("root.create_entity", model, ifc_class="IfcWall", name="no body")
+    ifcopenshell.api.run("spatial.assign_container", model, products=[wall], relating_structure=storey)
+    path = tmp_path / "bodiless.ifc"
+    model.write(str(path))
+    report = load_files(db, [path], LoadOptions(anchor=HERE, dataset="fzk"))
+    f = report.files[0]
+    assert f.rejected == 1 and f.loaded == 92
+    assert f.rules["geometry_present"]["objects"] == [{"source_id": wall.GlobalId, "reason": "Wall without geometry"}]

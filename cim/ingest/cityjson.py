@@ -71,9 +71,11 @@ def read_cityjson(path: Path) -> SourceFile:
     if path.suffix == ".jsonl":
         return _read_seq(path)
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_unique_keys)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ReadError(f"{path}: not JSON ({exc})") from None
+    except _DuplicateKey as exc:  # json would keep the last silently: two CityObjects with one id
+        raise ReadError(f"{path}: the key {exc.args[0]!r} appears twice in one JSON object (duplicate ids)") from None
     if not isinstance(doc, dict) or doc.get("type") != "CityJSON":
         raise ReadError(f"{path}: not a CityJSON file (no \"type\": \"CityJSON\")")
     version = str(doc.get("version", ""))
@@ -88,6 +90,18 @@ def read_cityjson(path: Path) -> SourceFile:
     return SourceFile(crs, "cityjson", _objects(objects, vertices, templates, path),
                       {"version": version, "referenceSystem": meta.get("referenceSystem"), "extent": extent,
                        "count": len(objects)})
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        raise _DuplicateKey(next(k for k, _v in pairs if k in seen or seen.add(k)))
+    return out
 
 
 def _read_seq(path: Path) -> SourceFile:

@@ -268,6 +268,7 @@ def _load_vector(conn: Connection, t: CIMTables, path: Path, fr: FileReport, opt
     nodes: dict[str, tuple[float, float, float]] = {}  # pipe nodes of this file, placed
     known_points = _points_lookup(conn, t, dataset_id)  # pipe nodes loaded before, in the storage CRS
     rejected: set[str] = set()
+    seen: set[str] = set()  # every id of the file so far: a second object with one is rejected
     pending: list[tuple[dict[str, Any], list[tuple], list[tuple]]] = []
     by_class: Counter[str] = Counter()
 
@@ -286,6 +287,8 @@ def _load_vector(conn: Connection, t: CIMTables, path: Path, fr: FileReport, opt
 
     for obj in source.objects:
         fr.read += 1
+        duplicate = obj.source_id in seen
+        seen.add(obj.source_id)
         if obj.parent is not None and obj.parent in rejected:
             rules.record("parent", obj.source_id, f"parent {obj.parent!r} was rejected")
             rejected.add(obj.source_id)
@@ -302,12 +305,13 @@ def _load_vector(conn: Connection, t: CIMTables, path: Path, fr: FileReport, opt
         if obj.ends is not None:
             geoms = _segment(obj, geoms, nodes, known_points)
         geoms = [g for g in geoms if g[1] is not None and shapely.has_z(g[1])]  # 2D: the footprint holds it
-        if obj.object_class == "PipeNode" and geoms:
+        if obj.object_class == "PipeNode" and geoms and not duplicate:
             nodes[obj.source_id] = tuple(shapely.get_coordinates(geoms[0][1], include_z=True)[0])
         typed = {**options.defaults, **{k: v for k, v in obj.typed.items() if v is not None}}
         geoms = rules.repair(obj, geoms)
-        if not rules.check(obj, [(g[0], g[1]) for g in geoms], typed):
-            rejected.add(obj.source_id)
+        if not rules.check(obj, [(g[0], g[1]) for g in geoms], typed, footprint, duplicate):
+            if not duplicate:  # the first object of that id stands (its parts load with it)
+                rejected.add(obj.source_id)
             fr.rejected += 1
             continue
         if footprint is None and geoms:

@@ -19,6 +19,8 @@ DESCRIPTIONS = {
     "readable": "the reader could decode the object (attributes, geometry)",
     "crs_required": "the file has a CRS, or --crs / --anchor says where it is",
     "placed": "the coordinates lie inside the storage CRS's area",
+    "unique_ids": "no other object of the file has the same id",
+    "geometry_present": "the object has a geometry (or a footprint)",
     "geometry_valid": "geometries are finite, non-empty, and no face crosses itself in its own plane",
     "closed_solids": "solids of the configured classes close a volume (every edge shared by two faces)",
     "required_attributes": "the configured classes carry their required properties",
@@ -81,10 +83,17 @@ class RuleSet:
             out.append((level, closed, surfaces, *rest))
         return out
 
-    def check(self, obj: SourceObject, geometries: list[tuple[int, Any]], typed: dict[str, Any]) -> bool:
+    def check(self, obj: SourceObject, geometries: list[tuple[int, Any]], typed: dict[str, Any],
+              footprint: Any = None, duplicate: bool = False) -> bool:
         """Check one placed object against every rule (all are checked, so the report is complete);
-        True when it may be loaded."""
+        True when it may be loaded. ``duplicate``: an object of the file before this one had its id."""
         ok = self.record("readable", obj.source_id, "; ".join(obj.errors) if obj.errors else None)
+        ok &= self.record("unique_ids", obj.source_id,
+                          f"{obj.object_class} id {obj.source_id!r} appears again (the first one is kept)"
+                          if duplicate else None)
+        if self.rules.geometry_required:
+            ok &= self.record("geometry_present", obj.source_id,
+                              None if geometries or footprint is not None else f"{obj.object_class} without geometry")
         if self.rules.geometry_valid:
             problems: list[str] = []
             degenerate = 0
