@@ -375,9 +375,11 @@ def _ifc2x3(path: Path, map_conversion: bool) -> Path:
     org = model.create_entity("IfcOrganization", Name="cim tests")
     user = model.create_entity("IfcPersonAndOrganization", model.create_entity("IfcPerson", FamilyName="Test"), org)
     app = model.create_entity("IfcApplication", org, "1.0", "cim tests", "cim-tests")
-    # IFC2x3 requires an owner history on every rooted entity
-    ifcopenshell.api.owner.settings.get_user = lambda _f: user
-    ifcopenshell.api.owner.settings.get_application = lambda _f: app
+    # IFC2x3 requires an owner history on every rooted entity (settings are global: restored below)
+    settings = ifcopenshell.api.owner.settings
+    saved = settings.get_user, settings.get_application
+    settings.get_user = lambda _f: user
+    settings.get_application = lambda _f: app
     run = ifcopenshell.api.run
     project = run("root.create_entity", model, ifc_class="IfcProject", name="2x3 test")
     run("unit.assign_unit", model, length={"is_metric": True, "raw": "MILLIMETERS"})
@@ -424,6 +426,7 @@ def _ifc2x3(path: Path, map_conversion: bool) -> Path:
                 ("ePSet_ProjectedCRS", {"Name": "EPSG:4550"})):
             pset = run("pset.add_pset", model, product=project, name=name)
             run("pset.edit_pset", model, pset=pset, properties=properties)
+    settings.get_user, settings.get_application = saved
     model.write(str(path))
     return path
 
