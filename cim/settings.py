@@ -77,6 +77,39 @@ class IngestSettings(BaseModel):
     pipe_kind_names: dict[str, str] = Field(default_factory=dict)
 
 
+class TileLayerSettings(BaseModel):
+    """One collection's vector tiles; unset fields take the values of :class:`TilesSettings`."""
+
+    min_zoom: int | None = Field(default=None, ge=0, le=24)
+    max_zoom: int | None = Field(default=None, ge=0, le=24)
+    max_features: int | None = Field(default=None, ge=1)
+    # Attributes by zoom: from zoom Z on (up to the next key), these properties (the layer's typed properties,
+    # "*" for all of them, or keys of its other attributes). The feature's id is always there.
+    properties: dict[int, list[str]] | None = None
+
+
+class TilesSettings(BaseModel):
+    """Vector tiles (OGC API – Tiles, MVT). Zoom levels are WebMercatorQuad's; the matrices of the other tile
+    matrix sets are mapped to the WebMercatorQuad zoom of the nearest scale (CGCS2000TiandituQuad level n is
+    zoom n, WorldCRS84Quad level n is zoom n + 1)."""
+
+    tile_matrix_sets: list[str] = Field(
+        default_factory=lambda: ["WebMercatorQuad", "WorldCRS84Quad", "CGCS2000TiandituQuad"])
+    extent: int = Field(default=4096, ge=256)  # MVT tile coordinates per tile side
+    buffer: int = Field(default=64, ge=0)  # MVT units kept beyond the tile's edges
+    min_zoom: int = Field(default=0, ge=0, le=24)
+    max_zoom: int = Field(default=18, ge=0, le=24)  # clients over-zoom beyond it
+    # at most this many features per tile: the largest (area, then length; points by id) are kept
+    max_features: int = Field(default=10_000, ge=1)
+    # Douglas-Peucker tolerance in pixels of a 256-pixel tile, from zoom Z on
+    simplify: dict[int, float] = Field(default_factory=lambda: {0: 1.0, 14: 0.5, 16: 0.0})
+    # features whose footprint is smaller than this in both directions (pixels of a 256-pixel tile) are left
+    # out; points are always kept
+    min_size: float = Field(default=0.5, ge=0)
+    max_age: int = Field(default=60, ge=0)  # Cache-Control max-age of tiles and tileset documents, seconds
+    layers: dict[str, TileLayerSettings] = Field(default_factory=dict)
+
+
 class LocalCRS(BaseModel):
     """A city's own coordinate system (城市独立坐标系); its parameters come from the operator, never from code."""
 
@@ -106,6 +139,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=PROJECT_ROOT / "var")
     demo: DemoSettings = Field(default_factory=DemoSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
+    tiles: TilesSettings = Field(default_factory=TilesSettings)
     # numberMatched on items pages: an exact count per request, or (False) omitted where counting a large
     # layer costs too much; paging links do not depend on it. Counting stops at count_limit: beyond it
     # numberMatched is omitted (a page that holds every match is counted for free).

@@ -1,0 +1,324 @@
+"""Mapbox Vector Tiles of one CIM layer: built in SQL on PostGIS, in Python on SpatiaLite, the same on both.
+
+What goes into a tile (both backends, one set of rules):
+
+- the layer's objects whose 2D footprint intersects the tile plus its buffer (``TileFrame.area``: a
+  densified polygon in the storage CRS, so the spatial index is used: PostGIS's GiST, SpatiaLite's
+  ``SpatialIndex`` through :func:`cim.db.queries.area_filter`);
+- except footprints smaller than ``min_size`` pixels in both directions (points are always kept);
+- at most ``max_features``: the largest first (area of polygons, length of lines, rounded to 0.01; points
+  count 0), ties by id, so a capped tile keeps what is visible and is the same on every request;
+- geometry transformed to the tile matrix set's CRS with an integer SRID (x = longitude/easting, whatever
+  the CRS's axis order), simplified (Douglas-Peucker, ``simplify`` pixels at that zoom), scaled to the
+  tile's ``extent``, clipped to the buffer, snapped to the integer grid; polygons collapsed by snapping drop;
+- attributes: ``id`` (the public uid, as in the items API) and the properties scheduled for the zoom
+  (typed properties, and keys of the object's other attributes); the MVT feature id is the database row id.
+  Timestamps are RFC 3339 UTC text, dates ISO text, null values are left out.
+
+PostGIS: one statement (``ST_AsMVTGeom`` + ``ST_AsMVT``), the cap applied to ids before any geometry work.
+SpatiaLite has no MVT functions: rows come back as WKB and shapely (vectorised) and mapbox-vector-tile
+encode them. An empty tile is ``b""``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+import numpy as np
+import shapely
+from sqlalchemy import Connection, Date, DateTime, Text, case, cast, func, literal, literal_column, select
+from sqlalchemy.orm import aliased
+
+from cim.crs import transformer
+from cim.db.models import LAYERS, CIMTables
+from cim.db.queries import LINKS, PROPERTY_COLUMN, area_filter, layer_properties, to_utc
+from cim.settings import TilesSettings
+from cim.tiles.grid import PIXELS, TileFrame, TileSet
+
+ID_PROPERTY = "id"  # the public uid; the MVT feature id is the integer row id
+
+
+@dataclass(frozen=True)
+class Attributes:
+    """The attributes written at some zoom: typed properties (columns) and keys of ``attributes`` (JSON)."""
+
+    typed: tuple[str, ...]
+    extra: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class LayerRules:
+    """How one layer is tiled, resolved from ``cim.tiles`` once (an invalid property name fails at start)."""
+
+    layer: str
+    min_zoom: int
+    max_zoom: int
+    max_features: int
+    schedule: tuple[tuple[int, Attributes], ...]  # (from zoom, attributes), ascending
+
+    @classmethod
+    def from_settings(cls, layer: str, settings: TilesSettings) -> LayerRules:
+        own = settings.layers.get(layer)
+        typed_names = layer_properties(layer)
+        schedule: list[tuple[int, Attributes]] = []
+        entries = own.properties if own is not None and own.properties is not None else {0: ["*"]}
+        for zoom, names in sorted(entries.items()):
+            typed: list[str] = []
+            extra: list[str] = []
+            for name in names:
+                if not isinstance(name, str) or not name.strip():
+                    raise ValueError(f"cim.tiles.layers.{layer}.properties.{zoom}: {name!r} is not a property name")
+                picked = typed_names if name == "*" else [name]
+                for p in picked:
+                    if p == ID_PROPERTY:
+                        continue
+                    target = typed if p in typed_names else extra
+                    if p not in target:
+                        target.append(p)
+            schedule.append((int(zoom), Attributes(tuple(typed), tuple(extra))))
+        min_zoom = own.min_zoom if own is not None and own.min_zoom is not None else settings.min_zoom
+        max_zoom = own.max_zoom if own is not None and own.max_zoom is not None else settings.max_zoom
+        if min_zoom > max_zoom:
+            raise ValueError(f"cim.tiles.layers.{layer}: min_zoom {min_zoom} > max_zoom {max_zoom}")
+        cap = own.max_features if own is not None and own.max_features is not None else settings.max_features
+        return cls(layer, min_zoom, max_zoom, cap, tuple(schedule))
+
+    def attributes(self, zoom: int) -> Attributes:
+        """The attributes at a (WebMercatorQuad) zoom: the last schedule entry at or below it."""
+        current = Attributes((), ())
+        for start, attrs in self.schedule:
+            if start <= zoom:
+                current = attrs
+        return current
+
+    def all_attributes(self) -> Attributes:
+        """Every attribute written at some zoom (for metadata: TileJSON fields, properties schema)."""
+        typed: dict[str, None] = {}
+        extra: dict[str, None] = {}
+        for _, a in self.schedule:
+            typed.update(dict.fromkeys(a.typed))
+            extra.update(dict.fromkeys(a.extra))
+        return Attributes(tuple(typed), tuple(extra))
+
+
+def layer_rules(settings: TilesSettings, layers: Iterable[str]) -> dict[str, LayerRules]:
+    """Rules of the served layers; configured layers that do not exist are an error, not silently unused."""
+    unknown = set(settings.layers) - set(LAYERS)
+    if unknown:
+        raise ValueError(f"cim.tiles.layers: unknown layers {sorted(unknown)}; known: {', '.join(LAYERS)}")
+    return {layer: LayerRules.from_settings(layer, settings) for layer in layers}
+
+
+def simplify_pixels(settings: TilesSettings, zoom: int) -> float:
+    tolerance = 0.0
+    for start, px in sorted(settings.simplify.items()):
+        if start <= zoom:
+            tolerance = px
+    return float(tolerance)
+
+
+@dataclass(frozen=True)
+class TileQuery:
+    """Everything one tile depends on, already resolved: the same inputs for both backends."""
+
+    layer: str  # the CIM layer (``city_object.layer``)
+    name: str  # the MVT layer name (the collection id)
+    tile_set: TileSet
+    frame: TileFrame
+    attributes: Attributes
+    max_features: int
+    extent: int
+    buffer: int
+    simplify: float  # Douglas-Peucker tolerance in the tile matrix set's CRS units (0: none)
+    min_size: tuple[float, float]  # storage units along x and y (0: keep everything)
+
+
+def tile_query(layer: str, name: str, ts: TileSet, frame: TileFrame, zoom: int, rules: LayerRules,
+               settings: TilesSettings) -> TileQuery:
+    px = frame.span / PIXELS
+    return TileQuery(layer, name, ts, frame, rules.attributes(zoom), rules.max_features, settings.extent,
+                     settings.buffer, simplify_pixels(settings, zoom) * px,
+                     (settings.min_size * frame.pixel[0], settings.min_size * frame.pixel[1]))
+
+
+def render(conn: Connection, t: CIMTables, q: TileQuery) -> bytes:
+    """The tile as MVT bytes; ``b""`` when no feature is in it."""
+    if q.frame.area.is_empty:
+        return b""
+    if conn.dialect.name == "postgresql":
+        return _postgis(conn, t, q)
+    return _spatialite(conn, t, q)
+
+
+# ---------------------------------------------------------------------------------------------- both
+
+
+def _conditions(t: CIMTables, dialect: str, q: TileQuery) -> list[Any]:
+    co = t.city_object
+    g = co.c.geom
+    out = [co.c.layer == q.layer, area_filter(t, dialect, q.frame.area)]
+    min_w, min_h = q.min_size
+    if min_w > 0 or min_h > 0:
+        if dialect == "sqlite":
+            width, height = func.MbrMaxX(g) - func.MbrMinX(g), func.MbrMaxY(g) - func.MbrMinY(g)
+        else:
+            width, height = func.ST_XMax(g) - func.ST_XMin(g), func.ST_YMax(g) - func.ST_YMin(g)
+        out.append((func.ST_Dimension(g) == 0) | (width >= min_w) | (height >= min_h))
+    return out
+
+
+def _cap_order(t: CIMTables) -> list[Any]:
+    """Largest first (area, length; points 0), rounded to 0.01 so both databases rank alike; then id."""
+    co = t.city_object
+    g = co.c.geom
+    size = case((func.ST_Dimension(g) == 2, func.ST_Area(g)), (func.ST_Dimension(g) == 1, func.ST_Length(g)),
+                else_=literal(0.0))
+    return [func.round(size * 100).desc(), co.c.id]
+
+
+def _typed_columns(t: CIMTables, dialect: str, names: Iterable[str]) -> list[Any]:
+    co = t.city_object
+    cols = []
+    for name in names:
+        if name in LINKS:  # a linked object's public uid (a component's storey, its building)
+            other = aliased(co)
+            col: Any = select(other.c.uid).where(other.c.id == co.c[LINKS[name]]).scalar_subquery()
+        else:
+            col = co.c[PROPERTY_COLUMN.get(name, name)]
+            if dialect == "postgresql" and isinstance(col.type, DateTime):
+                col = func.to_char(func.timezone("UTC", col), 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+            elif dialect == "postgresql" and isinstance(col.type, Date):
+                col = func.to_char(col, "YYYY-MM-DD")
+        cols.append(col.label(name))
+    return cols
+
+
+# ---------------------------------------------------------------------------------------------- PostGIS
+
+
+def _postgis(conn: Connection, t: CIMTables, q: TileQuery) -> bytes:
+    co = t.city_object
+    srid = literal_column(str(int(q.tile_set.srid)))  # an integer SRID, never text (PERF-NOTES)
+    picked = (select(co.c.id).where(*_conditions(t, "postgresql", q)).order_by(*_cap_order(t))
+              .limit(q.max_features).subquery("picked"))
+    geom: Any = func.ST_Transform(co.c.geom, srid)
+    if q.simplify > 0:
+        geom = func.ST_Simplify(geom, q.simplify, True)  # keep collapsed features: dropping is min_size's job
+    left, bottom, right, top = q.frame.bounds
+    envelope = func.ST_MakeEnvelope(left, bottom, right, top, srid)
+    mvt_geom = func.ST_AsMVTGeom(geom, envelope, literal_column(str(int(q.extent))),
+                                 literal_column(str(int(q.buffer))), True)
+    cols = [co.c.id.label("fid"), mvt_geom.label("geom"), co.c.uid.label(ID_PROPERTY),
+            *_typed_columns(t, "postgresql", q.attributes.typed)]
+    if q.attributes.extra:
+        # a jsonb column: ST_AsMVT writes each key as an attribute (numbers integral → int, else double;
+        # null, arrays and objects left out)
+        pairs: list[Any] = []
+        for key in q.attributes.extra:
+            k = cast(literal(key), Text)
+            pairs += [k, co.c.attributes.op("->")(k)]
+        cols.append(func.jsonb_build_object(*pairs).label("extra_attributes"))
+    rows = select(*cols).select_from(co.join(picked, picked.c.id == co.c.id)).subquery("q")
+    stmt = (select(func.ST_AsMVT(literal_column("q"), q.name, literal_column(str(int(q.extent))), "geom", "fid"))
+            .select_from(rows).where(rows.c.geom.is_not(None)))
+    data = conn.execute(stmt).scalar()
+    return bytes(data or b"")
+
+
+# ---------------------------------------------------------------------------------------------- SpatiaLite
+
+
+def _spatialite(conn: Connection, t: CIMTables, q: TileQuery) -> bytes:
+    import mapbox_vector_tile
+    from mapbox_vector_tile.encoder import on_invalid_geometry_make_valid
+
+    co = t.city_object
+    typed = q.attributes.typed
+    cols = [co.c.id, co.c.uid, func.AsBinary(co.c.geom).label("wkb"), *_typed_columns(t, "sqlite", typed)]
+    if q.attributes.extra:
+        cols.append(co.c.attributes)
+    stmt = (select(*cols).where(*_conditions(t, "sqlite", q)).order_by(*_cap_order(t))
+            .limit(q.max_features))
+    rows = conn.execute(stmt).all()
+    if not rows:
+        return b""
+    geoms = tile_space(shapely.from_wkb([bytes(r.wkb) for r in rows]), q, int(t.city_object.c.geom.type.srid))
+    features = []
+    for row, geom in zip(rows, geoms, strict=True):
+        if geom is None or geom.is_empty:
+            continue
+        props: dict[str, Any] = {ID_PROPERTY: row.uid}
+        for name in typed:
+            value = _typed_value(getattr(row, name))
+            if value is not None:
+                props[name] = value
+        if q.attributes.extra:
+            attrs = row.attributes if isinstance(row.attributes, dict) else {}
+            for key in q.attributes.extra:
+                value = _json_value(attrs.get(key))
+                if value is not None:
+                    props[key] = value
+        features.append({"geometry": geom, "id": int(row.id), "properties": props})
+    if not features:
+        return b""
+    return mapbox_vector_tile.encode(
+        {"name": q.name, "features": features},
+        default_options={"extents": q.extent, "y_coord_down": True, "check_winding_order": True,
+                         "on_invalid_geometry": on_invalid_geometry_make_valid})
+
+
+def tile_space(geoms: np.ndarray, q: TileQuery, storage_srid: int) -> list[shapely.Geometry | None]:
+    """Footprints (storage CRS) → tile coordinates (y down), simplified, clipped, snapped; vectorised."""
+    ts = q.tile_set
+    if ts.srid != storage_srid:
+        tr = transformer(storage_srid, ts.srid)
+        geoms = shapely.transform(geoms, _xy(tr.transform))
+    if q.simplify > 0:
+        geoms = shapely.simplify(geoms, q.simplify, preserve_topology=True)
+    left, bottom, right, top = q.frame.bounds
+    fx, fy = q.extent / (right - left), q.extent / (top - bottom)
+    geoms = shapely.transform(geoms, lambda c: np.column_stack([(c[:, 0] - left) * fx, (top - c[:, 1]) * fy]))
+    b = float(q.buffer)
+    geoms = shapely.clip_by_rect(geoms, -b, -b, q.extent + b, q.extent + b)
+    geoms = shapely.set_precision(geoms, 1.0)  # the integer grid; polygons collapsed to nothing become empty
+    return [_basic(g) for g in geoms]
+
+
+def _xy(fn: Callable[..., tuple[np.ndarray, np.ndarray]]) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda c: np.column_stack(fn(c[:, 0], c[:, 1]))
+
+
+def _basic(geom: shapely.Geometry) -> shapely.Geometry | None:
+    """A geometry MVT can hold: a collection (from clipping or snapping) reduced to its highest dimension."""
+    if geom is None or geom.is_empty:
+        return None
+    if geom.geom_type != "GeometryCollection":
+        return geom
+    parts = list(geom.geoms)
+    top = max(shapely.get_dimensions(parts))
+    keep = [p for p in parts if shapely.get_dimensions(p) == top and not p.is_empty]
+    if not keep:
+        return None
+    return shapely.union_all(keep) if len(keep) > 1 else keep[0]
+
+
+def _typed_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return to_utc(value).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+def _json_value(value: Any) -> Any:
+    """An attribute as PostGIS's ST_AsMVT writes a jsonb value: scalars only, integral numbers as integers."""
+    if isinstance(value, bool) or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else value
+    return None
