@@ -6,6 +6,7 @@ its own app, engine and pool after the server has forked.
 
 from __future__ import annotations
 
+import json
 import os
 
 import yaml
@@ -16,12 +17,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Scope
+from sqlalchemy import Engine
 
 from cim.api.config import STATIC_URL, prepare
 from cim.api.features import CollectionCRSMetadata, FeaturesEndpoint
-from cim.api.middleware import OfflineAssets
+from cim.api.middleware import BodyRewriter, OfflineAssets
 from cim.db.engine import open_engine
+from cim.db.models import CIMTables
 from cim.settings import get_settings
+from cim.tiles.endpoints import VectorTileEndpoints
+from cim.tiles.tilesets import CONFORMANCE as TILES_CONFORMANCE
 from cim.web import STATIC_DIR
 
 async def healthz(request: Request) -> JSONResponse:
@@ -35,6 +41,32 @@ async def healthz(request: Request) -> JSONResponse:
     except Exception as exc:  # reported, not raised: this is the health check
         return JSONResponse({"status": "error", "database": str(exc).splitlines()[0]}, status_code=503)
     return JSONResponse({"status": "ok", "database": engine.dialect.name})
+
+
+class Conformance(BodyRewriter):
+    """Adds conformance classes our own routes implement (vector tiles) to pygeoapi's /conformance."""
+
+    def __init__(self, app: ASGIApp, classes: list[str]) -> None:
+        super().__init__(app)
+        self.classes = classes
+
+    def applies(self, scope: Scope) -> bool:
+        return scope.get("path", "").rstrip("/") == "/conformance"
+
+    def buffers(self, content_type: bytes, status: int) -> bool:
+        return content_type.startswith(b"application/json") and status == 200
+
+    def rewrite(self, scope: Scope, body: bytes) -> bytes:
+        doc = json.loads(body)
+        doc["conformsTo"] = list(dict.fromkeys(doc.get("conformsTo", []) + self.classes))
+        return json.dumps(doc, ensure_ascii=False).encode()
+
+
+def _database() -> tuple[Engine, CIMTables]:
+    """The process-wide engine the feature routes use (one pool per worker)."""
+    from cim.api.provider import database
+
+    return database(get_settings().database_url)
 
 
 def create_app() -> Starlette:
@@ -54,16 +86,19 @@ def create_app() -> Starlette:
     layers = {name: p for name, res in cfg.get("resources", {}).items() for p in res.get("providers", [])
               if p.get("name") == "cim.api.provider.CIMProvider"}
     url, limits = cfg["server"]["url"], cfg["server"].get("limits", {})
+    tiles = VectorTileEndpoints(_database, {name: str(p["data"]) for name, p in layers.items()}, url, settings.tiles)
     app = Starlette(routes=[
         Route("/healthz", healthz),
         Mount(STATIC_URL, app=StaticFiles(directory=STATIC_DIR), name="cim-static"),
         Route("/collections/{collection}/items", FeaturesEndpoint(pygeoapi_app, layers, url, limits, single=False)),
         Route("/collections/{collection}/items/{feature}",
               FeaturesEndpoint(pygeoapi_app, layers, url, limits, single=True)),
+        *tiles.routes(),
         Mount("/", app=pygeoapi_app),
     ])
     # the last added runs outermost: gzip must see the bodies the rewriting middlewares produce
     app.add_middleware(OfflineAssets)
+    app.add_middleware(Conformance, classes=TILES_CONFORMANCE)
     app.add_middleware(CollectionCRSMetadata, layers=set(layers), storage_srid=settings.storage_crs)
     app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=5)  # level 9 cost 23 ms on 800 KB
     return app

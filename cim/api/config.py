@@ -66,10 +66,14 @@ def pygeoapi_config(settings: Settings, engine: Engine) -> dict[str, Any]:
     server["manager"] = {"name": "TinyDB", "connection": str(jobs / "jobs.json"), "output_dir": str(jobs)}
     extents = layer_extents(engine)
     resources = cfg.setdefault("resources", {})
-    for res in resources.values():
+    for name, res in resources.items():
         for p in res.get("providers", []):
             if p.get("name") == "cim.api.provider.CIMProvider":
                 layer = p.get("data")
+                # our vector tiles (cim.tiles.endpoints): OGC API - Tiles' link from the collection
+                res.setdefault("links", []).append(
+                    {"type": "application/json", "rel": "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector",
+                     "title": "Vector tiles (Mapbox Vector Tiles)", "href": f"{settings.url}/collections/{name}/tiles"})
                 if layer in extents:
                     res["extents"] = extents[layer]
                 else:  # an empty layer: pygeoapi needs an extent; the demo's frame is as good as any

@@ -1,0 +1,285 @@
+"""HTTP routes of OGC API – Tiles (Part 1) for the CIM collections' vector tiles.
+
+- ``/tileMatrixSets``, ``/tileMatrixSets/{id}``: every set of :mod:`cim.crs.tms` (also under pygeoapi's
+  spelling ``/TileMatrixSets``, which its landing page links to: pygeoapi itself knows only OGC's two
+  sets and answers 400 for ours);
+- ``/collections/{id}/tiles``: the tilesets list; ``/collections/{id}/tiles/{tms}``: the tileset
+  (``?f=tilejson``: TileJSON 3.0.0);
+- ``/collections/{id}/tiles/{tms}/{tileMatrix}/{tileRow}/{tileCol}``: the tile
+  (``application/vnd.mapbox-vector-tile``).
+
+Responses:
+
+- ``ETag`` (weak) from the database id, the data versions of the layer (and of the layers its attributes
+  link to), the tile settings, this software's version and the address: checking it costs one key read,
+  so a conditional GET is a 304 before any geometry work. ``Cache-Control: public, max-age`` from
+  ``cim.tiles.max_age``; after it, clients revalidate.
+- gzip: tiles travel ``Content-Encoding: gzip`` when the client sends ``Accept-Encoding: gzip`` and the
+  tile is at least 1 KB (the app's gzip middleware, level 5; ``Vary: Accept-Encoding``), identity
+  otherwise. Never pre-compressed bytes without that header, which clients that do not sniff cannot read.
+- An empty tile, inside the tileset's limits but with no feature, is **204 No Content** (with its ETag):
+  OGC API – Tiles allows it, and clients skip it without decoding.
+- 404 (OGC exception JSON) for an unknown collection or tile matrix set, a tile matrix outside the
+  layer's zoom range, or a row/column outside the matrix or the ``tileMatrixSetLimits``; 400 for a
+  malformed address, an unknown query parameter or an unsupported ``f``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+
+from sqlalchemy import Connection, Engine
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from cim import __version__
+from cim.crs import transformer
+from cim.db.models import CIMTables
+from cim.db.queries import extent_statements
+from cim.db.schema import read_meta
+from cim.db.versions import layer_version
+from cim.settings import TilesSettings
+from cim.tiles import tilesets
+from cim.tiles.grid import (
+    Limits,
+    TileError,
+    TileSet,
+    extent_in,
+    limits,
+    matrices_in_zoom_range,
+    parse_address,
+    tile_frame,
+    tile_set,
+    web_mercator_zoom,
+)
+from cim.tiles.mvt import LayerRules, layer_rules, render, tile_query
+
+TILE_FORMAT = 1  # bump when the tiles written for the same data and settings change (part of the ETag)
+# layers whose tile attributes show data of other layers (a component's building uid as its root)
+LINKED_LAYERS: dict[str, tuple[str, ...]] = {"building-components": ("buildings",)}
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code or ("NotFound" if status == HTTPStatus.NOT_FOUND else "InvalidParameterValue")
+
+
+def exception_response(exc: HTTPError) -> Response:
+    """The OGC API exception document."""
+    body = {"code": exc.code, "type": exc.code, "description": str(exc)}
+    return Response(json.dumps(body, ensure_ascii=False), status_code=exc.status, media_type="application/json")
+
+
+def not_modified(request: Request, etag: str) -> bool:
+    """True when the client already holds this version (If-None-Match, weak comparison)."""
+    sent = [t.strip().removeprefix("W/") for t in request.headers.get("if-none-match", "").split(",")]
+    return etag.removeprefix("W/") in sent or "*" in sent
+
+
+@dataclass
+class VectorTileEndpoints:
+    """The routes, with their dependencies as fields (the shared engine comes from the API layer)."""
+
+    database: Callable[[], tuple[Engine, CIMTables]]
+    collections: dict[str, str]  # collection id → CIM layer
+    base_url: str
+    settings: TilesSettings
+    sets: dict[str, TileSet] = field(init=False)
+    rules: dict[str, LayerRules] = field(init=False)
+    _states: dict[tuple[str, int, str], tilesets.LayerState] = field(init=False, default_factory=dict)
+    _extents: dict[tuple[str, int], tuple[float, float, float, float] | None] = field(init=False, default_factory=dict)
+    _database_ids: dict[str, str] = field(init=False, default_factory=dict)
+    _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.base_url = self.base_url.rstrip("/")
+        self.sets = {}
+        for tms_id in self.settings.tile_matrix_sets:
+            try:
+                self.sets[tms_id] = tile_set(tms_id)
+            except KeyError as exc:
+                raise ValueError(f"cim.tiles.tile_matrix_sets: {exc.args[0]}") from None
+        by_layer = layer_rules(self.settings, set(self.collections.values()))
+        self.rules = {c: by_layer[layer] for c, layer in self.collections.items()}
+        self._settings_key = self.settings.model_dump_json()
+
+    def routes(self) -> list[Route]:
+        tiles = "/collections/{collection}/tiles"
+        routes = [
+            Route(f"{tiles}", self._endpoint(self._tilesets)),
+            Route(f"{tiles}/{{tms}}", self._endpoint(self._tileset)),
+            Route(f"{tiles}/{{tms}}/{{matrix}}/{{row}}/{{col}}", self._endpoint(self._tile)),
+        ]
+        for prefix in ("/tileMatrixSets", "/TileMatrixSets"):
+            routes += [Route(prefix, self._endpoint(self._tms_list)),
+                       Route(f"{prefix}/{{tms}}", self._endpoint(self._tms))]
+        return routes
+
+    def _endpoint(self, handler: Callable[..., Response]) -> Callable[[Request], Any]:
+        async def endpoint(request: Request) -> Response:
+            try:
+                return await run_in_threadpool(handler, request, **request.path_params)
+            except HTTPError as exc:
+                return exception_response(exc)
+            except TileError as exc:
+                return exception_response(HTTPError(exc.status, str(exc)))
+
+        return endpoint
+
+    # ------------------------------------------------------------------ checks
+    def _layer(self, collection: str) -> str:
+        if collection not in self.collections:
+            raise HTTPError(HTTPStatus.NOT_FOUND, f"no collection {collection!r} with vector tiles; "
+                            f"collections: {', '.join(self.collections)}")
+        return self.collections[collection]
+
+    def _tile_set(self, tms_id: str) -> TileSet:
+        if tms_id not in self.sets:
+            raise HTTPError(HTTPStatus.NOT_FOUND, f"no vector tiles in tile matrix set {tms_id!r}; "
+                            f"tile matrix sets: {', '.join(self.sets)}")
+        return self.sets[tms_id]
+
+    @staticmethod
+    def _format(request: Request, allowed: tuple[str, ...]) -> str:
+        """The ``f`` asked for (the first allowed one by default); anything else in the query is a 400."""
+        for name in request.query_params:
+            if name != "f":
+                raise HTTPError(HTTPStatus.BAD_REQUEST, f"unknown query parameter {name!r}")
+        f = request.query_params.get("f", allowed[0]).lower()
+        if f not in allowed:
+            raise HTTPError(HTTPStatus.BAD_REQUEST, f"f: one of {', '.join(allowed)}, got {f!r}")
+        return f
+
+    # ------------------------------------------------------------------ state
+    def _database_id(self, conn: Connection) -> str:
+        key = str(conn.engine.url)
+        if key not in self._database_ids:
+            self._database_ids[key] = str(read_meta(conn).get("database_id", ""))
+        return self._database_ids[key]
+
+    def _versions(self, conn: Connection, t: CIMTables, layer: str) -> list[int]:
+        return [layer_version(conn, t, name) for name in (layer, *LINKED_LAYERS.get(layer, ()))]
+
+    def _etag(self, conn: Connection, request: Request, versions: list[int], media_type: str) -> str:
+        key = json.dumps([self._database_id(conn), versions, __version__, TILE_FORMAT, self._settings_key,
+                          self.base_url, media_type, request.url.path, sorted(request.query_params.multi_items())])
+        return 'W/"' + hashlib.blake2b(key.encode(), digest_size=16).hexdigest() + '"'
+
+    def _headers(self, etag: str) -> dict[str, str]:
+        # Vary: Accept-Encoding comes from the gzip middleware when it compresses
+        return {"ETag": etag, "Cache-Control": f"public, max-age={self.settings.max_age}"}
+
+    def _storage_extent(self, conn: Connection, t: CIMTables, layer: str, version: int,
+                        ) -> tuple[float, float, float, float] | None:
+        """The layer's extent in the storage CRS, read once per data version (a scan of the layer)."""
+        key = (layer, version)
+        if key not in self._extents:
+            bounds = conn.execute(extent_statements(t, conn.dialect.name, layer)[0]).one()
+            value = None if bounds[0] is None else tuple(float(v) for v in bounds)
+            with self._lock:
+                if len(self._extents) > 256:
+                    self._extents.clear()
+                self._extents[key] = value  # type: ignore[assignment]
+        return self._extents[key]
+
+    def _state(self, conn: Connection, t: CIMTables, layer: str, version: int, ts: TileSet,
+               rules: LayerRules) -> tilesets.LayerState:
+        key = (layer, version, ts.id)
+        state = self._states.get(key)
+        if state is None:
+            storage_srid = int(t.city_object.c.geom.type.srid)
+            extent = self._storage_extent(conn, t, layer, version)
+            if extent is None:
+                state = tilesets.LayerState(version, None, [])
+            else:
+                crs84 = transformer(storage_srid, "OGC:CRS84").transform_bounds(*extent, densify_pts=21)
+                bbox = extent_in(ts, extent, storage_srid)
+                state = tilesets.LayerState(
+                    version, tuple(round(float(v), 7) for v in crs84),  # type: ignore[arg-type]
+                    [limits(ts, m, bbox) for m in matrices_in_zoom_range(ts, rules.min_zoom, rules.max_zoom)])
+            with self._lock:
+                if len(self._states) > 1024:
+                    self._states.clear()
+                self._states[key] = state
+        return state
+
+    # ------------------------------------------------------------------ handlers
+    def _tile(self, request: Request, collection: str, tms: str, matrix: str, row: str, col: str) -> Response:
+        layer = self._layer(collection)
+        ts = self._tile_set(tms)
+        self._format(request, ("mvt", "pbf"))
+        matrix_id, r, c = parse_address(ts, matrix, row, col)
+        rules = self.rules[collection]
+        zoom = web_mercator_zoom(ts, matrix_id)
+        if not rules.min_zoom <= zoom <= rules.max_zoom:
+            raise HTTPError(HTTPStatus.NOT_FOUND, f"{collection} has tiles at zoom {rules.min_zoom}–{rules.max_zoom} "
+                            f"(WebMercatorQuad levels); {ts.id} {matrix_id} is zoom {zoom}")
+        engine, t = self.database()
+        with engine.connect() as conn:
+            versions = self._versions(conn, t, layer)
+            state = self._state(conn, t, layer, versions[0], ts, rules)
+            lim: Limits | None = next((x for x in state.limits if x.matrix == matrix_id), None)
+            if lim is None or not lim.contains(r, c):
+                raise HTTPError(HTTPStatus.NOT_FOUND, f"tile {matrix_id}/{r}/{c} is outside the tileMatrixSetLimits "
+                                f"of {collection} in {ts.id}")
+            headers = self._headers(self._etag(conn, request, versions, tilesets.VECTOR_TILE))
+            if not_modified(request, headers["ETag"]):
+                return Response(status_code=HTTPStatus.NOT_MODIFIED, headers=headers)
+            storage_srid = int(t.city_object.c.geom.type.srid)
+            frame = tile_frame(ts, matrix_id, r, c, storage_srid, self.settings.buffer / self.settings.extent)
+            data = render(conn, t, tile_query(layer, collection, ts, frame, zoom, rules, self.settings))
+        if not data:
+            return Response(status_code=HTTPStatus.NO_CONTENT, headers=headers)
+        return Response(data, media_type=tilesets.VECTOR_TILE, headers=headers)
+
+    def _json(self, request: Request, doc: dict[str, Any], media_type: str, headers: dict[str, str]) -> Response:
+        return Response(json.dumps(doc, ensure_ascii=False), media_type=media_type, headers=headers)
+
+    def _tilesets(self, request: Request, collection: str) -> Response:
+        layer = self._layer(collection)
+        self._format(request, ("json",))
+        doc = tilesets.tileset_list(self.base_url, collection, layer, list(self.sets.values()))
+        return self._json(request, doc, tilesets.JSON, {"Cache-Control": f"public, max-age={self.settings.max_age}"})
+
+    def _tileset(self, request: Request, collection: str, tms: str) -> Response:
+        layer = self._layer(collection)
+        ts = self._tile_set(tms)
+        f = self._format(request, ("json", "tilejson"))
+        media_type = tilesets.TILEJSON if f == "tilejson" else tilesets.JSON
+        rules = self.rules[collection]
+        engine, t = self.database()
+        with engine.connect() as conn:
+            versions = self._versions(conn, t, layer)
+            headers = self._headers(self._etag(conn, request, versions, media_type))
+            if not_modified(request, headers["ETag"]):
+                return Response(status_code=HTTPStatus.NOT_MODIFIED, headers=headers)
+            state = self._state(conn, t, layer, versions[0], ts, rules)
+        props = tilesets.property_types(t, layer, rules)
+        build = tilesets.tilejson if f == "tilejson" else tilesets.tileset
+        return self._json(request, build(self.base_url, collection, ts, rules, state, props), media_type, headers)
+
+    def _tms_list(self, request: Request) -> Response:
+        f = self._format(request, ("json", "html"))
+        doc = tilesets.tile_matrix_sets(self.base_url)
+        headers = {"Cache-Control": f"public, max-age={self.settings.max_age}"}
+        if f == "html":  # pygeoapi's landing page links here with f=html
+            return Response(tilesets.tile_matrix_sets_html(doc), media_type="text/html", headers=headers)
+        return self._json(request, doc, tilesets.JSON, headers)
+
+    def _tms(self, request: Request, tms: str) -> Response:
+        self._format(request, ("json",))
+        try:
+            doc = tilesets.tile_matrix_set(tms)
+        except KeyError as exc:
+            raise HTTPError(HTTPStatus.NOT_FOUND, str(exc.args[0])) from None
+        return self._json(request, doc, tilesets.JSON, {"Cache-Control": f"public, max-age={self.settings.max_age}"})

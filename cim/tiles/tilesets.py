@@ -1,0 +1,217 @@
+"""The documents of OGC API – Tiles (Part 1) for vector tiles, and TileJSON 3.0.0.
+
+- the tilesets list of a collection (``/collections/{id}/tiles``, ``tileSet-item``s);
+- a tileset (``/collections/{id}/tiles/{tms}``): the OGC TileSet metadata with ``tileMatrixSetLimits``
+  computed from the layer's extent, for the matrices of the layer's zoom range (clients such as GDAL
+  and QGIS fetch tiles within them; every other tile is a 404), and the layer's attributes;
+- TileJSON 3.0.0 for the same tileset (``?f=tilejson``; its ``minzoom``/``maxzoom`` are the set's matrix ids);
+- the tile matrix sets list and definitions (``/tileMatrixSets``), from :mod:`cim.crs.tms`.
+
+Pure functions of their inputs: no database, no HTTP.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Date, DateTime, Float, Integer, SmallInteger
+
+from cim.crs import tms as registry
+from cim.crs.registry import CRS84_URI
+from cim.db.models import LAYERS, CIMTables
+from cim.db.queries import LINKS, PROPERTY_COLUMN
+from cim.tiles.grid import Limits, TileSet, web_mercator_zoom
+from cim.tiles.mvt import ID_PROPERTY, LayerRules
+
+VECTOR_TILE = "application/vnd.mapbox-vector-tile"
+TILEJSON = "application/vnd.mapbox.tile+json"
+JSON = "application/json"
+REL = "http://www.opengis.net/def/rel/ogc/1.0/"
+TILE_TEMPLATE = "{tileMatrix}/{tileRow}/{tileCol}"
+
+CONFORMANCE = [
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/core",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/tileset",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/tilesets-list",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/geodata-tilesets",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/mvt",
+]
+
+
+@dataclass(frozen=True)
+class LayerState:
+    """What the documents need to know about the layer's data now."""
+
+    version: int
+    extent_crs84: tuple[float, float, float, float] | None  # None: an empty layer
+    limits: list[Limits]  # per matrix of the zoom range that has data
+
+
+def _link(rel: str, media_type: str, href: str, title: str, templated: bool = False) -> dict[str, Any]:
+    link: dict[str, Any] = {"rel": rel, "type": media_type, "title": title, "href": href}
+    if templated:
+        link["templated"] = True
+    return link
+
+
+def title_of(layer: str) -> str:
+    return LAYERS.get(layer, layer)
+
+
+def tileset_url(base: str, collection: str, ts: TileSet) -> str:
+    return f"{base}/collections/{collection}/tiles/{ts.id}"
+
+
+def _tileset_links(base: str, collection: str, ts: TileSet) -> list[dict[str, Any]]:
+    url = tileset_url(base, collection, ts)
+    return [
+        _link("self", JSON, url, f"{collection} vector tiles in {ts.id}"),
+        _link("alternate", TILEJSON, f"{url}?f=tilejson", "TileJSON 3.0.0"),
+        _link(f"{REL}tiling-scheme", JSON, f"{base}/tileMatrixSets/{ts.id}", f"{ts.id} definition"),
+        _link("item", VECTOR_TILE, f"{url}/{TILE_TEMPLATE}", "Mapbox vector tile", templated=True),
+        _link(f"{REL}geodata", JSON, f"{base}/collections/{collection}", title_of(collection)),
+    ]
+
+
+def _tms_fields(ts: TileSet) -> dict[str, Any]:
+    out: dict[str, Any] = {"dataType": "vector", "crs": str(ts.tms.crs.srs)}
+    if ts.tms.uri:
+        out["tileMatrixSetURI"] = str(ts.tms.uri)
+    return out
+
+
+def tileset_list(base: str, collection: str, layer: str, sets: list[TileSet]) -> dict[str, Any]:
+    url = f"{base}/collections/{collection}/tiles"
+    return {
+        "links": [_link("self", JSON, url, f"{collection} tilesets"),
+                  _link(f"{REL}geodata", JSON, f"{base}/collections/{collection}", title_of(layer))],
+        "tilesets": [{"title": f"{title_of(layer)} – {ts.id}", **_tms_fields(ts),
+                      "links": [link for link in _tileset_links(base, collection, ts)
+                                if link["rel"] in ("self", f"{REL}tiling-scheme", "item")]}
+                     for ts in sets],
+    }
+
+
+def property_types(t: CIMTables, layer: str, rules: LayerRules) -> dict[str, dict[str, Any]]:
+    """JSON-schema types of the attributes the tiles carry (at some zoom)."""
+    co = t.city_object
+    out: dict[str, dict[str, Any]] = {ID_PROPERTY: {"type": "string", "description": "the feature's id (items API)"}}
+    attrs = rules.all_attributes()
+    for name in attrs.typed:
+        if name in LINKS:
+            out[name] = {"type": "string", "description": f"id of the {name} object"}
+            continue
+        col_type = co.c[PROPERTY_COLUMN.get(name, name)].type
+        if isinstance(col_type, (SmallInteger, Integer)):
+            out[name] = {"type": "integer"}
+        elif isinstance(col_type, Float):
+            out[name] = {"type": "number"}
+        elif isinstance(col_type, DateTime):
+            out[name] = {"type": "string", "format": "date-time"}
+        elif isinstance(col_type, Date):
+            out[name] = {"type": "string", "format": "date"}
+        else:
+            out[name] = {"type": "string"}
+    for key in attrs.extra:
+        out[key] = {"description": "an attribute of the object, where it has one"}
+    return out
+
+
+def _zoom_matrices(ts: TileSet, rules: LayerRules) -> list[str]:
+    return [m for m in ts.matrix_ids() if rules.min_zoom <= web_mercator_zoom(ts, m) <= rules.max_zoom]
+
+
+def tileset(base: str, collection: str, ts: TileSet, rules: LayerRules, state: LayerState,
+            props: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The OGC TileSet metadata of one collection in one tile matrix set."""
+    matrices = _zoom_matrices(ts, rules)
+    doc: dict[str, Any] = {
+        "title": f"{title_of(rules.layer)} – {ts.id}",
+        "description": f"Mapbox vector tiles of {collection} (one layer named {collection!r}); "
+                       "empty tiles within the limits are 204 No Content",
+        **_tms_fields(ts),
+        "links": _tileset_links(base, collection, ts),
+        "tileMatrixSetLimits": [lim.as_json() for lim in state.limits],
+        "version": str(state.version),
+        "mediaTypes": [VECTOR_TILE],
+        "layers": [{
+            "id": collection,
+            "title": title_of(rules.layer),
+            "dataType": "vector",
+            "featureType": collection,
+            "propertiesSchema": {"type": "object", "properties": props},
+            "links": [_link(f"{REL}geodata", JSON, f"{base}/collections/{collection}", title_of(rules.layer))],
+        }],
+    }
+    if matrices:
+        doc["layers"][0]["minTileMatrix"], doc["layers"][0]["maxTileMatrix"] = matrices[0], matrices[-1]
+    if ts.tms.crs.srs.endswith("/4490"):
+        doc["epoch"] = 2000.0  # CGCS2000's coordinate epoch
+    if state.extent_crs84 is not None:
+        w, s, e, n = state.extent_crs84
+        doc["boundingBox"] = {"lowerLeft": [w, s], "upperRight": [e, n], "crs": CRS84_URI}
+        if state.limits:
+            first = state.limits[0]
+            doc["centerPoint"] = {"coordinates": [(w + e) / 2, (s + n) / 2], "crs": CRS84_URI,
+                                  "tileMatrix": first.matrix}
+    return doc
+
+
+def tilejson(base: str, collection: str, ts: TileSet, rules: LayerRules, state: LayerState,
+             props: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """TileJSON 3.0.0 of the same tileset (zoom numbers are the set's matrix ids; ``crs`` is an extension)."""
+    matrices = _zoom_matrices(ts, rules)
+    zooms = [int(m) for m in matrices] or [int(ts.matrix_ids()[0])]
+    fields = {name: _TILEJSON_TYPES.get(p.get("type"), "String or Number") for name, p in props.items()}
+    doc: dict[str, Any] = {
+        "tilejson": "3.0.0",
+        "name": f"{collection} ({ts.id})",
+        "description": title_of(rules.layer),
+        "version": "1.0.0",
+        "scheme": "xyz",
+        "tiles": [f"{tileset_url(base, collection, ts)}/{{z}}/{{y}}/{{x}}"],
+        "minzoom": min(zooms),
+        "maxzoom": max(zooms),
+        "vector_layers": [{"id": collection, "description": title_of(rules.layer), "fields": fields,
+                           "minzoom": min(zooms), "maxzoom": max(zooms)}],
+        "crs": str(ts.tms.crs.srs),
+        "tileMatrixSet": f"{base}/tileMatrixSets/{ts.id}",
+    }
+    if state.extent_crs84 is not None:
+        w, s, e, n = state.extent_crs84
+        doc["bounds"] = [w, s, e, n]
+        doc["center"] = [(w + e) / 2, (s + n) / 2, min(max(zooms), min(zooms) + 2)]
+    return doc
+
+
+_TILEJSON_TYPES = {"integer": "Number", "number": "Number", "string": "String", "boolean": "Boolean"}
+
+
+def tile_matrix_sets(base: str) -> dict[str, Any]:
+    """The list of every registered tile matrix set (``/tileMatrixSets``)."""
+    items = []
+    for tms_id in registry.tile_matrix_sets().list():
+        t = registry.get(tms_id)
+        item: dict[str, Any] = {"id": tms_id, "title": t.title or tms_id, "crs": str(t.crs.srs),
+                                "links": [_link("self", JSON, f"{base}/tileMatrixSets/{tms_id}", f"{tms_id} definition")]}
+        if t.uri:
+            item["uri"] = str(t.uri)
+        items.append(item)
+    return {"tileMatrixSets": items,
+            "links": [_link("self", JSON, f"{base}/tileMatrixSets", "Tile matrix sets")]}
+
+
+def tile_matrix_sets_html(doc: dict[str, Any]) -> str:
+    """The list as a plain HTML page (no scripts, nothing from the internet)."""
+    items = "".join(f'<li><a href="{html.escape(i["links"][0]["href"])}">{html.escape(i["id"])}</a>: '
+                    f'{html.escape(i["title"])} ({html.escape(i["crs"])})</li>' for i in doc["tileMatrixSets"])
+    return (f'<!doctype html><html><head><meta charset="utf-8"><title>Tile matrix sets</title></head>'
+            f"<body><h1>Tile matrix sets</h1><ul>{items}</ul></body></html>")
+
+
+def tile_matrix_set(tms_id: str) -> dict[str, Any]:
+    """One definition as OGC Two Dimensional Tile Matrix Set 2.0 JSON (``KeyError`` for an unknown id)."""
+    return json.loads(registry.get(tms_id).model_dump_json(exclude_none=True))
