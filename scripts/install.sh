@@ -86,4 +86,24 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ] || ! "$VENV/bin/python" -c 'impo
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$spec"
   echo "$WANT" > "$STAMP"
 fi
+
+# --- Node tools for the tests (test extras only) ---------------------------------------------------------
+# tests/js pins the Khronos glTF validator that tests/test_3dtiles.py runs over every 3D Tiles GLB.
+# Reinstalled (npm ci, from the lock file) only when tests/js/package-lock.json changes; skipped without npm.
+case ",$EXTRAS," in
+  *,test,*)
+    JS="$ROOT/tests/js"
+    if ! command -v npm >/dev/null 2>&1; then
+      log "npm not found: skipping $JS (the 3D Tiles tests need node >= 18 and npm for the glTF validator)"
+    else
+      JS_STAMP="$JS/node_modules/.cim-install-stamp"
+      JS_WANT="$(sha256sum "$JS/package-lock.json" | cut -d' ' -f1)"
+      if [ "$(cat "$JS_STAMP" 2>/dev/null)" != "$JS_WANT" ]; then
+        log "installing the tests' node tools into $JS/node_modules"
+        (cd "$JS" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+        echo "$JS_WANT" > "$JS_STAMP"
+      fi
+    fi
+    ;;
+esac
 log "ready: $VENV ($("$VENV/bin/python" -V 2>&1))"
