@@ -274,6 +274,38 @@ def test_wntr_network_anchored_with_defaults(db):
     assert to_shape(p1.geom).length == pytest.approx(length_ft * 0.3048006096, rel=1e-6)  # feet → metres
 
 
+def test_plain_vector_features_with_a_layer(db):
+    """OSM roads and building footprints in lon/lat elsewhere on Earth, anchored in Benxi: each feature an
+    object of the layer's class with its name and typed height; the files' shapes kept (metres around
+    their own centre, then placed)."""
+    roads = SHARED / "vector" / "osm_west_oakland_highways.geojson"
+    footprints = SHARED / "vector" / "buildings_footprints_matching_dsm.geojson"
+    with pytest.raises(LoadError, match="give --layer to load its geometries as plain features"):
+        load_files(db, [footprints], LoadOptions(anchor=ANCHOR))
+    report = load_files(db, [roads], LoadOptions(layer="roads", anchor=Anchor(123.77, 41.30, 180.0, 0.0)))
+    assert report.files[0].by_class == {"Road": 31} and report.files[0].reader == "vector"
+    report = load_files(db, [footprints], LoadOptions(layer="buildings", anchor=Anchor(123.78, 41.30, 180.0, 0.0)))
+    assert report.files[0].by_class == {"Building": 84}
+    t = schema.tables_for(db)
+    co = t.city_object
+    with db.connect() as conn:
+        names = set(conn.execute(select(co.c.name).where(co.c.layer == "roads")).scalars())
+        heights = list(conn.execute(select(co.c.height).where(co.c.layer == "buildings")).scalars())
+        geoms = [to_shape(g) for g in conn.execute(select(co.c.geom).where(co.c.layer == "buildings")).scalars()]
+    assert "Wood Street" in names
+    known = [h for h in heights if h is not None]
+    assert len(known) == 82 and all(h > 0 for h in known)  # two source features have no HEIGHT (NaN)
+    # sizes survive the move: the footprint areas equal the source's, measured on the ellipsoid
+    import pyogrio
+    from pyproj import Geod
+
+    source = shapely.from_wkb(pyogrio.raw.read(footprints)[2])
+    geod = Geod(ellps="WGS84")
+    expected = sorted(abs(geod.geometry_area_perimeter(g)[0]) for g in source)
+    got = sorted(g.area for g in geoms)
+    assert np.allclose(got, expected, rtol=2e-3)  # Gauss-Krueger scale at Benxi and the local projection
+
+
 def test_rasters_become_registered_cogs(db, tmp_path):
     report = load_files(db, [SHARED / "raster/lidar_dtm_2m_epsg26918.tif",
                              SHARED / "raster/colorado_hro_orthophoto_15cm.tif"], LoadOptions(dataset="rasters"))

@@ -253,11 +253,11 @@ def _load_vector(conn: Connection, t: CIMTables, path: Path, fr: FileReport, opt
                  progress: Callable[[str, int], None] | None, shared: dict[str, Any]) -> None:
     kind, reader = reader_for(path)
     fr.reader = kind
-    source = reader(path, settings.ingest) if kind == "table" else reader(path)
+    source = reader(path, settings.ingest, options.layer) if kind == "table" else reader(path)
     fr.reader = source.kind
     rules = RuleSet(settings.ingest.rules)
     try:
-        placement = Placement(source, storage_srid, crs, options.anchor, shared.get("origin"))
+        placement = Placement(source, storage_srid, crs, options.anchor, shared.get("origin"), shared.get("center"))
     except PlacementError as exc:
         rules.record("crs_required", path.name, str(exc))
         fr.rules = rules.as_dict()
@@ -335,7 +335,9 @@ def _load_vector(conn: Connection, t: CIMTables, path: Path, fr: FileReport, opt
             progress(path.name, fr.read)
     write_pending()
     writer.finish()
-    if placement.origin is not None and not source.local:
+    if placement.center is not None:  # files in degrees: the next ones use the same centre
+        shared.setdefault("center", placement.center)
+    elif placement.origin is not None and not source.local:
         shared.setdefault("origin", placement.origin)  # the next files of this load use the same frame
     # a root's CIM level is the highest level stored for it or any of its parts (an IFC building)
     co = t.city_object

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import shapely
+from pyproj import CRS, Transformer
 
 from cim.crs.registry import CRS84_URI, default_registry, info_for
 from cim.crs.transform import OutsideArea, transform
@@ -59,8 +60,10 @@ class Placement:
     """Moves coordinates of one source file into the storage CRS; call it on shapely geometries."""
 
     def __init__(self, source: SourceFile, storage_srid: int, crs: Any = None, anchor: Anchor | None = None,
-                 origin: tuple[float, float, float] | None = None) -> None:
-        """``origin``: the anchored origin of an earlier file of the same load (its files share one frame)."""
+                 origin: tuple[float, float, float] | None = None,
+                 center: tuple[float, float, float] | None = None) -> None:
+        """``origin``: the anchored origin of an earlier file of the same load (its files share one frame);
+        ``center``: the lon/lat/height centre of an earlier file in degrees of the same load."""
         reg = default_registry()
         self.storage = reg.epsg(storage_srid)
         self.source_crs = crs if crs is not None else source.crs
@@ -76,9 +79,21 @@ class Placement:
             self.mode = "transform"
         else:
             raise PlacementError("the file declares no CRS: give --crs, or --anchor to place it")
+        self._local = None
+        self.center: tuple[float, float, float] | None = None
         if self.mode in ("anchor", "site"):
             if self.source_crs is not None and self.source_crs.is_geographic:
-                raise PlacementError("--anchor places models in metres; this file's CRS is geographic (use --crs)")
+                # lon/lat data elsewhere on Earth: first into metres around its own centre (azimuthal
+                # equidistant: distances and bearings from the centre kept), then anchored like a model
+                e = source.metadata.get("extent")
+                if center is None and not e:
+                    raise PlacementError("--anchor on a file in degrees needs its extent; this file has none")
+                # the files of one load share the centre (and so stay where they are to each other)
+                self.center = center or ((e[0] + e[3]) / 2, (e[1] + e[4]) / 2, e[2])
+                lon0, lat0, _z0 = self.center
+                local = CRS.from_proj4(f"+proj=aeqd +lat_0={lat0} +lon_0={lon0} +x_0=0 +y_0=0 +ellps=WGS84 +units=m")
+                self._local = Transformer.from_crs(self.source_crs, local, always_xy=True)
+                origin = (0.0, 0.0, self.center[2])
             if source.local:
                 self.origin = (0.0, 0.0, 0.0)
             elif origin is not None:
@@ -99,7 +114,7 @@ class Placement:
             theta = math.radians(self.anchor.rotation)
             # offsets in metres: a projected CRS in US feet (a WNTR network in EPSG:3547) is scaled
             unit = 1.0
-            if self.source_crs is not None and self.source_crs.axis_info:
+            if self.source_crs is not None and self.source_crs.axis_info and self._local is None:
                 unit = self.source_crs.axis_info[0].unit_conversion_factor or 1.0
             self._cos, self._sin = math.cos(theta) * unit, math.sin(theta) * unit
         else:
@@ -114,6 +129,8 @@ class Placement:
             out["anchor"] = {"lon": self.anchor.lon, "lat": self.anchor.lat, "height": self.anchor.height,
                              "rotation_deg": self.anchor.rotation}
             out["origin"] = self.origin
+            if self.center is not None:
+                out["local_projection"] = {"aeqd_center_lonlat": list(self.center[:2])}
         else:
             out["heights"] = "kept as in the file (its vertical datum, not converted to 1985)"
         return out
@@ -133,6 +150,9 @@ class Placement:
                                      "to place it in the city anyway, use --anchor lon,lat,height,rotation") from None
             out = np.column_stack([x, y] if z is None else [x, y, z])
             return out
+        if self._local is not None:
+            x, y = self._local.transform(xyz[:, 0], xyz[:, 1])
+            xyz = np.column_stack([x, y, *([xyz[:, 2]] if xyz.shape[1] == 3 else [])])
         if self.origin is None:  # a projected file without a known extent: its first coordinate
             self.origin = (float(xyz[0, 0]), float(xyz[0, 1]), float(xyz[0, 2]) if xyz.shape[1] == 3 else 0.0)
         dx, dy = xyz[:, 0] - self.origin[0], xyz[:, 1] - self.origin[1]

@@ -31,8 +31,26 @@ from cim.ingest.model import ReadError, SourceFile, SourceObject
 from cim.settings import IngestSettings
 
 
-def read_table(path: Path, settings: IngestSettings) -> SourceFile:
-    """Open a survey table (or every layer of a GeoPackage: points layers first)."""
+# plain vector features (``--layer``): the CIM class of each layer, and attribute names → typed columns
+LAYER_CLASS = {"buildings": "Building", "building-components": "BuildingComponent", "pipelines": "PipeSegment",
+               "pipe-nodes": "PipeNode", "roads": "Road", "bridges": "Bridge", "terrain": "TINRelief"}
+FEATURE_FIELDS: dict[str, tuple[tuple[str, ...], type]] = {
+    "source_id": (("id", "ID", "fid", "FID", "osm_id", "@id", "OBJECTID", "objectid", "编号", "要素编号"), str),
+    "name": (("name", "NAME", "名称", "建筑名称", "道路名称"), str),
+    "height": (("height", "HEIGHT", "measuredHeight", "高度", "建筑高度"), float),
+    "floors": (("floors", "FLOORS", "storeys", "building:levels", "层数", "地上层数"), int),
+    "usage": (("usage", "function", "building", "用途", "建筑用途"), str),
+    "year_built": (("year_built", "yearOfConstruction", "start_date", "建成年份", "建造年代"), int),
+    "address": (("address", "addr:full", "地址"), str),
+    "district": (("district", "行政区"), str),
+}
+
+
+def read_table(path: Path, settings: IngestSettings, layer: str | None = None) -> SourceFile:
+    """Open a survey table (or every layer of a GeoPackage: points layers first). A table that is neither
+    a points nor a segments table loads as plain features of ``layer`` (``cim load --layer``): the class
+    of that layer, typed columns from common attribute names, the geometry as the footprint (and as the
+    CIM3 geometry when it has heights)."""
     path = Path(path)
     if not path.is_file():
         raise ReadError(f"{path}: no such file")
@@ -51,36 +69,60 @@ def read_table(path: Path, settings: IngestSettings) -> SourceFile:
                 layers.append((f"{path.name}:{name}", fields, records, shapely.from_wkb(wkb), crs))
         except pyogrio.errors.DataSourceError as exc:
             raise ReadError(f"{path}: not a readable vector file ({exc})") from None
-    kinds = [_kind(fields, settings, name) for name, fields, *_ in layers]
+    kinds = [_kind(fields, settings, name, layer if any(g is not None for g in geoms) else None,
+                   {g.geom_type for g in geoms if g is not None and not g.is_empty})
+             if records else "features" for name, fields, records, geoms, _crs in layers]
     order = sorted(range(len(layers)), key=lambda i: kinds[i] != "points")  # nodes before segments
     crs_found = next((layers[i][4] for i in order if layers[i][4] is not None), None)
 
     def objects() -> Iterator[SourceObject]:
         for i in order:
             name, fields, records, geoms, _crs = layers[i]
+            first = 2 if path.suffix.lower() == ".csv" else 1
+            if kinds[i] == "features":
+                columns = {prop: next((f for f in names if f in fields), None)
+                           for prop, (names, _type) in FEATURE_FIELDS.items()}
+                for row_no, (record, geom) in enumerate(zip(records, geoms, strict=True), start=first):
+                    yield _feature(record, geom, columns, LAYER_CLASS.get(layer or "", "Feature"),
+                                   f"{name} row {row_no}")
+                continue
             mapping = settings.survey_points if kinds[i] == "points" else settings.survey_segments
             columns = {prop: next((f for f in names if f in fields), None) for prop, names in mapping.items()}
             make = _point if kinds[i] == "points" else _segment
-            first = 2 if path.suffix.lower() == ".csv" else 1
             for row_no, (record, geom) in enumerate(zip(records, geoms, strict=True), start=first):
                 yield make(record, geom, columns, settings, f"{name} row {row_no}")
 
-    return SourceFile(crs_found, "survey", objects(),
+    extent = None
+    all_geoms = [g for _n, _f, _r, geoms, _c in layers if geoms is not None for g in geoms if g is not None]
+    if all_geoms:
+        bounds = shapely.total_bounds(np.asarray(all_geoms, dtype=object))
+        if np.isfinite(bounds).all():
+            coords = shapely.get_coordinates(np.asarray(all_geoms, dtype=object), include_z=True)
+            z = coords[:, 2][np.isfinite(coords[:, 2])]
+            low, high = (float(z.min()), float(z.max())) if z.size else (0.0, 0.0)
+            extent = [float(bounds[0]), float(bounds[1]), low, float(bounds[2]), float(bounds[3]), high]
+    return SourceFile(crs_found, "survey" if "features" not in kinds else "vector", objects(),
                       {"tables": {layers[i][0]: kinds[i] for i in order},
-                       "rows": sum(len(layer[2]) for layer in layers)})
+                       "rows": sum(len(layer[2]) for layer in layers), "extent": extent})
 
 
-def _kind(fields: list[str], settings: IngestSettings, name: str) -> str:
+def _kind(fields: list[str], settings: IngestSettings, name: str, layer: str | None = None,
+          geometry_types: set[str] | None = None) -> str:
     def has(mapping: dict[str, list[str]], prop: str) -> bool:
         return any(f in fields for f in mapping.get(prop, []))
 
-    if has(settings.survey_segments, "start") and has(settings.survey_segments, "end"):
+    types = geometry_types or set()
+    if (has(settings.survey_segments, "start") and has(settings.survey_segments, "end")
+            and types <= {"LineString", "MultiLineString"}):
         return "segments"
-    if has(settings.survey_points, "source_id"):
+    if has(settings.survey_points, "source_id") and types <= {"Point"}:
         return "points"
+    if layer is not None:
+        return "features"
     raise ReadError(f"{name}: neither a 管线点 table (a point number field) nor a 管线段 table (start and end "
                     f"point fields); its fields are {', '.join(fields)} — map them in config.yml "
-                    "(cim.ingest.survey_points / survey_segments)")
+                    "(cim.ingest.survey_points / survey_segments), or give --layer to load its geometries as "
+                    "plain features of that layer")
 
 
 def _read_csv(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
@@ -158,7 +200,10 @@ def _point(record: dict[str, Any], geom: Any, columns: dict[str, str | None], se
     source_id = str(_get(record, columns, "source_id") or where)
     ground = _number(_get(record, columns, "ground_z"), where, "地面高程", errors)
     depth = _number(_get(record, columns, "depth_m"), where, "埋深", errors)
-    if geom is not None and not geom.is_empty:
+    if geom is not None and not geom.is_empty and geom.geom_type != "Point":
+        errors.append(f"{where}: a {geom.geom_type} where a point was expected")
+        x = y = None
+    elif geom is not None and not geom.is_empty:
         x, y = geom.x, geom.y
     else:
         north = _number(_get(record, columns, "x_north"), where, "X", errors)
@@ -219,4 +264,32 @@ def _segment(record: dict[str, Any], geom: Any, columns: dict[str, str | None], 
         else:
             obj.footprint = shapely.force_2d(line)
             obj.geometries = [(3, line, None)] if shapely.has_z(line) else [(0, line, None)]
+    return obj
+
+
+def _feature(record: dict[str, Any], geom: Any, columns: dict[str, str | None], object_class: str,
+             where: str) -> SourceObject:
+    errors: list[str] = []
+    typed: dict[str, Any] = {}
+    for prop, (_names, kind) in FEATURE_FIELDS.items():
+        value = _get(record, columns, prop)
+        if value is None or prop in ("source_id", "name"):
+            continue
+        try:
+            typed[prop] = kind(float(value)) if kind is int else kind(value)
+        except (TypeError, ValueError):
+            if prop == "year_built" and _date(value) is not None:  # OSM start_date "1965-03"
+                typed[prop] = _date(value).year
+            else:
+                errors.append(f"{where}: {columns[prop]} {value!r} is not a {kind.__name__}")
+    source_id = _get(record, columns, "source_id")
+    name = _get(record, columns, "name")
+    obj = SourceObject(source_id=str(source_id) if source_id is not None else where, object_class=object_class,
+                       name=str(name) if name is not None else None, typed=typed, errors=errors,
+                       attributes={k: _plain(v) for k, v in record.items() if v not in ("", None)})
+    if geom is None or geom.is_empty:
+        return obj  # the geometry_present rule names it
+    obj.footprint = shapely.force_2d(geom)
+    if shapely.has_z(geom):
+        obj.geometries = [(3, geom, None)]
     return obj
