@@ -18,6 +18,7 @@ from .conftest import BACKENDS, ROOT
 
 DATASETS = ROOT.parent / "shared" / "datasets"
 FZK_IFC = DATASETS / "ifc" / "AC20-FZK-Haus.ifc"
+OPEN_HOUSE = DATASETS / "ifc" / "IfcOpenHouse_IFC4.ifc"
 DRAINAGE = DATASETS / "ifc43" / "DrainageSystem-1-2.hdr-IFC4X3_ADD2.ifc"
 FZK_LOD3 = DATASETS / "citygml" / "fzk_haus_lod3_citygml2.gml"
 TUM = DATASETS / "citygml" / "tum_main_entrance_lod2_citygml3.gml"
@@ -77,6 +78,15 @@ def test_fzk_house_ifc(db):
     assert pairs[("Wall", "Storey")] == 13 and pairs[("Door", "Wall")] == 5 and pairs[("Window", "Wall")] == 11
     assert roots == {building.id} and building.layer == "buildings" and layers == {"building-components"}
     assert (levels["Space"], levels["Wall"], building.cim_level) == (5, 6, 6)
+
+
+def test_open_house_loads_whole(db):
+    """IfcOpenHouse's roof and windows have no body of their own (their slabs, members and plates do):
+    they load with their parts' plan view as footprint, and so do their parts."""
+    report = load_files(db, [OPEN_HOUSE], LoadOptions(anchor=HERE, dataset="house"))
+    assert report.rejected == 0
+    assert classes(db, "house") == Counter({"Building": 1, "Storey": 1, "Wall": 4, "Roof": 3, "Door": 1,
+                                            "Window": 5, "Stair": 1, "Footing": 1, "Member": 20, "Plate": 5})
 
 
 def test_drainage_network_ifc43(db):

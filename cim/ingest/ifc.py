@@ -900,6 +900,14 @@ class _Reader:
                 elevation = float(world[2] - ref)
             storey.elevation = elevation
 
+        # elements whose body is their parts' (IfcOpenHouse's roof and windows): the parts' plan view
+        for record in self.records.values():
+            if (record.mesh is None and record.footprint is None
+                    and record.object_class not in ("Storey", "Building", "BuildingPart", "Space")):
+                parts = plan(record)
+                if parts:
+                    record.footprint = _plan_union(parts)
+
         buildings = [r for r in self.records.values() if r.object_class in ("Building", "BuildingPart")]
         for building in buildings:
             own = sorted((c for c in children.get(building.entity.id(), []) if c.object_class == "Storey"),
