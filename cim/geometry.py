@@ -18,6 +18,27 @@ def _rings(polygon: Any) -> list[np.ndarray]:
     return [np.asarray(polygon.exterior.coords)] + [np.asarray(r.coords) for r in polygon.interiors]
 
 
+class _Faces:
+    """Every ring of a MultiPolygon Z at once (numpy, no per-face Python): coordinates, the ring of each
+    vertex, the face of each ring, which rings are exteriors, and each ring's Newell normal."""
+
+    def __init__(self, geom: Any) -> None:
+        polygons = np.asarray(shapely.get_parts(geom), dtype=object)
+        rings, self.face = shapely.get_rings(polygons, return_index=True)
+        self.coords, self.ring = shapely.get_coordinates(rings, include_z=True, return_index=True)
+        self.faces = len(polygons)
+        self.exterior = np.r_[True, self.face[1:] != self.face[:-1]] if len(self.face) else np.zeros(0, bool)
+        a, b = self.coords[:-1], self.coords[1:]
+        same = self.ring[:-1] == self.ring[1:]  # consecutive vertices of one (closed) ring: its edges
+        a, b, of = a[same], b[same], self.ring[:-1][same]
+        self.edges = (a, b)
+        n = len(rings)
+        self.normals = np.column_stack([
+            np.bincount(of, (a[:, 1] - b[:, 1]) * (a[:, 2] + b[:, 2]), minlength=n),
+            np.bincount(of, (a[:, 2] - b[:, 2]) * (a[:, 0] + b[:, 0]), minlength=n),
+            np.bincount(of, (a[:, 0] - b[:, 0]) * (a[:, 1] + b[:, 1]), minlength=n)])
+
+
 def is_closed_shell(geom: Any, decimals: int = 3) -> bool:
     """True when the faces of a MultiPolygon Z close a volume (whatever their orientation).
 
@@ -28,17 +49,7 @@ def is_closed_shell(geom: Any, decimals: int = 3) -> bool:
     """
     if geom is None or geom.geom_type != "MultiPolygon" or geom.is_empty or not shapely.has_z(geom):
         return False
-    counts: dict[tuple, int] = {}
-    for polygon in geom.geoms:
-        for ring in _rings(polygon):
-            points = [tuple(p) for p in np.round(ring, decimals)]
-            for a, b in zip(points[:-1], points[1:], strict=True):
-                if a != b:
-                    key = (a, b) if a < b else (b, a)
-                    counts[key] = counts.get(key, 0) + 1
-    if not counts:
-        return False
-    odd = np.array([[a, b] for (a, b), n in counts.items() if n % 2], dtype=float).reshape(-1, 2, 3)
+    odd = _odd_edges(geom, decimals)
     if not len(odd):
         return True
     starts, ends = odd[:, 0], odd[:, 1]
@@ -66,15 +77,20 @@ def is_closed_shell(geom: Any, decimals: int = 3) -> bool:
 
 
 def _odd_edges(geom: Any, decimals: int) -> np.ndarray:
-    counts: dict[tuple, int] = {}
-    for polygon in geom.geoms:
-        for ring in _rings(polygon):
-            points = [tuple(p) for p in np.round(ring, decimals)]
-            for a, b in zip(points[:-1], points[1:], strict=True):
-                if a != b:
-                    key = (a, b) if a < b else (b, a)
-                    counts[key] = counts.get(key, 0) + 1
-    return np.array([[a, b] for (a, b), n in counts.items() if n % 2], dtype=float).reshape(-1, 2, 3)
+    """The edges (after rounding to ``decimals``) that an odd number of faces use, as (n, 2, 3) floats."""
+    a, b = _Faces(geom).edges
+    scale = 10.0 ** decimals
+    qa, qb = np.rint(a * scale).astype(np.int64), np.rint(b * scale).astype(np.int64)
+    d = qb - qa
+    nonzero = d != 0
+    keep = nonzero.any(axis=1)  # edges that rounding collapses are no edges
+    qa, qb, d, nonzero = qa[keep], qb[keep], d[keep], nonzero[keep]
+    forward = d[np.arange(len(d)), nonzero.argmax(axis=1)] > 0  # a < b in lexicographic order
+    pairs = np.where(forward[:, None], np.hstack([qa, qb]), np.hstack([qb, qa]))
+    if not len(pairs):
+        return np.zeros((0, 2, 3))
+    unique, counts = np.unique(pairs, axis=0, return_counts=True)
+    return (unique[counts % 2 == 1].reshape(-1, 2, 3) / scale)
 
 
 def close_open_base(geom: Any, decimals: int = 3) -> tuple[Any, int]:
@@ -134,13 +150,9 @@ def close_open_base(geom: Any, decimals: int = 3) -> tuple[Any, int]:
 def consistently_oriented(geom: Any, tolerance: float = 1e-6) -> bool:
     """True when a closed shell's faces all face the same way (outwards or all inwards): their
     area-weighted normals (Newell vectors) then sum to zero, as over any closed surface."""
-    total = np.zeros(3)
-    size = 0.0
-    for polygon in geom.geoms:
-        for k, ring in enumerate(_rings(polygon)):
-            n = newell_normal(ring)
-            total += n  # holes wind the other way: they subtract
-            size += float(np.linalg.norm(n)) if k == 0 else 0.0
+    faces = _Faces(geom)
+    total = faces.normals.sum(axis=0)  # holes wind the other way: they subtract
+    size = float(np.linalg.norm(faces.normals[faces.exterior], axis=1).sum())
     return size > 0 and float(np.linalg.norm(total)) <= tolerance * size + 1e-8
 
 
@@ -162,24 +174,22 @@ def face_problems(geom: Any, min_area: float = 1e-6) -> tuple[list[str], int]:
         return ["non-finite coordinates"], 0
     if geom.geom_type not in ("Polygon", "MultiPolygon"):
         return ([] if geom.is_valid else [f"invalid {geom.geom_type}: {shapely.is_valid_reason(geom)}"]), 0
-    problems: list[str] = []
-    degenerate = 0
-    for i, polygon in enumerate(getattr(geom, "geoms", [geom])):
-        rings = _rings(polygon)
-        if not shapely.has_z(polygon):
-            if not polygon.is_valid:
-                problems.append(f"face {i}: {shapely.is_valid_reason(polygon)}")
-            continue
-        normal = newell_normal(rings[0])
-        if np.linalg.norm(normal) / 2 < min_area:
-            degenerate += 1
-            continue
-        drop = int(np.argmax(np.abs(normal)))  # project onto the plane the face is most parallel to
-        keep = [k for k in range(3) if k != drop]
-        flat = shapely.Polygon(rings[0][:, keep], [r[:, keep] for r in rings[1:]])
-        if not flat.is_valid:
-            problems.append(f"face {i}: {shapely.is_valid_reason(flat)}")
-    return problems, degenerate
+    if not shapely.has_z(geom):
+        polygons = shapely.get_parts(geom)
+        bad = np.flatnonzero(~shapely.is_valid(polygons))
+        return [f"face {i}: {shapely.is_valid_reason(polygons[i])}" for i in bad], 0
+    faces = _Faces(geom)
+    outer = faces.normals[faces.exterior]  # one per face
+    area = np.linalg.norm(outer, axis=1) / 2
+    degenerate = area < min_area
+    # each face projected onto the coordinate plane it is most parallel to, checked there
+    drop = np.abs(outer).argmax(axis=1)[faces.face[faces.ring]]
+    keep = np.array([[1, 2], [0, 2], [0, 1]])[drop]
+    flat = np.take_along_axis(faces.coords, keep, axis=1)
+    rings = shapely.linearrings(flat, indices=faces.ring)
+    polygons = shapely.polygons(rings, indices=faces.face)
+    bad = np.flatnonzero(~shapely.is_valid(polygons) & ~degenerate)
+    return [f"face {i}: {shapely.is_valid_reason(polygons[i])}" for i in bad], int(degenerate.sum())
 
 
 def surface_footprint(geom: Any) -> Any:
