@@ -366,6 +366,102 @@ def _print_load_report(report) -> None:
         out.print(rules)
 
 
+tiles3d_app = typer.Typer(help="3D Tiles 1.1 tilesets built from the CIM database.", no_args_is_help=True)
+app.add_typer(tiles3d_app, name="3dtiles")
+
+
+@tiles3d_app.command("build")
+def tiles3d_build(
+    layer: Annotated[list[str], typer.Option(help="Layer(s): buildings, building-components, pipelines, pipe-nodes, "
+                                                  "roads, bridges (repeatable or comma-separated: one tileset)")],
+    cim_level: Annotated[int, typer.Option(help="CIM level: buildings, roads, bridges 2-4; building-components 5-7; "
+                                                "pipelines and pipe-nodes 2-6")],
+    database: DatabaseOpt = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Output folder (default: tiles/3d/LAYERS/cimN)")] = None,
+    bbox: Annotated[Optional[str], typer.Option(help="Only objects in min lon,min lat,max lon,max lat (CRS84)")] = None,
+    fallback: Annotated[bool, typer.Option(" /--exact", help="--exact: draw only objects stored at that very level "
+                                           "(default: a lower level where the object lacks it)")] = True,
+    max_features: Annotated[Optional[int], typer.Option(min=1, help="Objects per leaf tile at most")] = None,
+    geoid_grid: Annotated[Optional[Path], typer.Option(help="Height anomaly grid (1985 heights → ellipsoid; "
+                                                       "default: config cim.geoid_grid)")] = None,
+    force: Annotated[bool, typer.Option(help="Rebuild every tile, even those whose inputs did not change")] = False,
+) -> None:
+    """Build (or bring up to date) a 3D Tiles 1.1 tileset of one or more layers at a CIM level."""
+    from dataclasses import replace
+
+    from rich.progress import DownloadColumn, TimeRemainingColumn
+
+    from cim.tiles3d import Tiles3DError, Tiles3DSettings, build_tileset
+
+    s = _settings(database)
+    layers = [v.strip() for item in layer for v in item.split(",") if v.strip()]
+    settings = Tiles3DSettings()
+    if max_features:
+        settings = replace(settings, max_features=max_features)
+    grid = geoid_grid or s.geoid_grid
+    if grid is not None and not Path(grid).is_file():
+        _fail(f"--geoid-grid: {grid} does not exist")
+    area = None
+    if bbox:
+        area = _storage_area(bbox, s.storage_crs)
+    try:
+        engine = open_engine(s.database_url)
+        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("tiles"),
+                   TextColumn("{task.fields[objects]:,} objects"), DownloadColumn(), TimeElapsedColumn(),
+                   TimeRemainingColumn()]
+        with Progress(*columns, console=err, disable=not err.is_terminal) as bar:
+            task = bar.add_task("3D tiles " + "+".join(layers), total=None, objects=0)
+
+            def progress(p) -> None:
+                bar.update(task, total=p.total, completed=p.done, objects=p.objects)
+                if p.stage == "tileset":
+                    bar.update(task, description="tileset.json")
+
+            report = build_tileset(engine, layers, cim_level, out_dir=out_dir, area=area, fallback=fallback,
+                                   settings=settings, geoid_grid=None if grid is None else str(grid), force=force,
+                                   progress=progress)
+        engine.dispose()
+    except (CIMDatabaseError, Tiles3DError) as exc:
+        _fail(str(exc))
+    table = Table(title=f"{report.tileset} (3D Tiles 1.1, {'+'.join(report.layers)} at CIM{report.cim_level})",
+                  show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    rows = [("tiles with content", f"{report.tiles:,}"), ("built", f"{report.written:,}"),
+            ("unchanged (kept)", f"{report.unchanged:,}"), ("empty cells", f"{report.empty:,}"),
+            ("stale tiles removed", f"{report.removed:,}"), ("tree depth", str(report.depth)),
+            ("objects", f"{report.objects:,}"), ("content size", f"{report.bytes / 1e6:,.1f} MB"),
+            ("time", f"{report.seconds:.1f} s")]
+    for name, levels in report.levels.items():
+        rows.append((f"{name} drawn at", ", ".join(f"CIM{lv}: {n:,}" for lv, n in sorted(levels.items()))))
+    for k, v in rows:
+        table.add_row(k, v)
+    out.print(table)
+    for warning in report.warnings:
+        err.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
+
+
+def _storage_area(bbox: str, storage_srid: int):
+    """A CRS84 --bbox as a polygon in the storage CRS (a clear error when it is malformed or outside)."""
+    from cim.crs.registry import default_registry
+    from cim.crs.transform import OutsideArea, query_area
+
+    try:
+        box = tuple(float(v) for v in bbox.split(","))
+    except ValueError:
+        box = ()
+    if len(box) != 4 or box[1] > box[3]:
+        _fail(f"--bbox: four numbers min lon,min lat,max lon,max lat, got {bbox!r}")
+    registry = default_registry()
+    try:
+        area = query_area(box, registry.resolve("OGC:CRS84"), registry.epsg(storage_srid))
+    except OutsideArea as exc:
+        _fail(f"--bbox: {exc}")
+    if area.is_empty:
+        _fail(f"--bbox {bbox} lies outside the storage CRS's area (EPSG:{storage_srid})")
+    return area
+
+
 def main() -> None:  # pragma: no cover
     app()
 
