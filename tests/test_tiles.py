@@ -439,6 +439,15 @@ def test_conformance_and_collection_links(http):
                            for x in schemes)
 
 
+def test_openapi_documents_the_tile_routes(http):
+    paths = http.get("/openapi", params={"f": "json"}).json()["paths"]
+    tile = paths["/collections/buildings/tiles/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}"]["get"]
+    assert {p["name"] for p in tile["parameters"]} == {"tileMatrixSetId", "tileMatrix", "tileRow", "tileCol"}
+    assert {"200", "204", "400", "404"} <= set(tile["responses"])
+    assert MVT in tile["responses"]["200"]["content"]
+    assert "/tileMatrixSets/{tileMatrixSetId}" in paths and "/collections/terrain/tiles/{tileMatrixSetId}" in paths
+
+
 # ---------------------------------------------------------------------------------------------- GDAL
 
 

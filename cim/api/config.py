@@ -19,6 +19,7 @@ from cim.crs import transformer
 from cim.db.queries import extent_statements, to_utc
 from cim.db.schema import tables_for
 from cim.settings import Settings, config_path, load_config_file
+from cim.tiles.tilesets import openapi_paths
 
 STATIC_URL = "/cim-static"
 
@@ -132,8 +133,10 @@ def prepare(settings: Settings, engine: Engine) -> tuple[Path, Path]:
     cfg = pygeoapi_config(settings, engine)
     cfg_path.write_text(yaml.safe_dump(cfg, allow_unicode=True, sort_keys=False), encoding="utf-8")
     oas = get_oas(cfg)
-    document_our_parameters(oas, [name for name, res in cfg.get("resources", {}).items()
-                                  if any(p.get("name") == "cim.api.provider.CIMProvider" for p in res.get("providers", []))])
+    ours = [name for name, res in cfg.get("resources", {}).items()
+            if any(p.get("name") == "cim.api.provider.CIMProvider" for p in res.get("providers", []))]
+    document_our_parameters(oas, ours)
+    oas.setdefault("paths", {}).update(openapi_paths(ours, settings.tiles.tile_matrix_sets))  # cim.tiles routes
     oas_path.write_text(yaml.safe_dump(oas, allow_unicode=True, sort_keys=False), encoding="utf-8")
     os.environ["PYGEOAPI_CONFIG"] = str(cfg_path)
     os.environ["PYGEOAPI_OPENAPI"] = str(oas_path)

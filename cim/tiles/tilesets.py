@@ -215,3 +215,45 @@ def tile_matrix_sets_html(doc: dict[str, Any]) -> str:
 def tile_matrix_set(tms_id: str) -> dict[str, Any]:
     """One definition as OGC Two Dimensional Tile Matrix Set 2.0 JSON (``KeyError`` for an unknown id)."""
     return json.loads(registry.get(tms_id).model_dump_json(exclude_none=True))
+
+
+def _param(name: str, description: str, schema: dict[str, Any], where: str = "path") -> dict[str, Any]:
+    return {"name": name, "in": where, "required": where == "path", "description": description, "schema": schema}
+
+
+def openapi_paths(collections: list[str], tile_matrix_sets: list[str]) -> dict[str, Any]:
+    """OpenAPI 3.0 paths of the tile routes (pygeoapi documents only its own routes)."""
+    tms = _param("tileMatrixSetId", "Tile matrix set", {"type": "string", "enum": tile_matrix_sets})
+    address = [tms, _param("tileMatrix", "Tile matrix (zoom level) id", {"type": "string", "pattern": "^[0-9]+$"}),
+               _param("tileRow", "Row, from the top", {"type": "integer", "minimum": 0}),
+               _param("tileCol", "Column, from the left", {"type": "integer", "minimum": 0})]
+    errors = {"400": {"description": "Malformed tile address or query (OGC exception JSON)"},
+              "404": {"description": "Unknown collection or tile matrix set, or a tile outside the tileset's "
+                                     "tileMatrixSetLimits (OGC exception JSON)"}}
+    json_ok = {"description": "OK", "content": {JSON: {"schema": {"type": "object"}}}}
+
+    def get(op_id: str, summary: str, params: list[dict[str, Any]], responses: dict[str, Any],
+            tag: str) -> dict[str, Any]:
+        return {"get": {"summary": summary, "operationId": op_id, "tags": [tag], "parameters": params,
+                        "responses": {**responses, **errors}}}
+
+    paths: dict[str, Any] = {
+        "/tileMatrixSets": get("getTileMatrixSetsList", "Tile matrix sets", [], {"200": json_ok}, "tiles"),
+        "/tileMatrixSets/{tileMatrixSetId}": get(
+            "getTileMatrixSet", "A tile matrix set (OGC TMS 2.0)",
+            [_param("tileMatrixSetId", "Tile matrix set", {"type": "string"})], {"200": json_ok}, "tiles"),
+    }
+    f_tileset = _param("f", "json: OGC tileset metadata; tilejson: TileJSON 3.0.0",
+                       {"type": "string", "enum": ["json", "tilejson"], "default": "json"}, "query")
+    for c in collections:
+        base = f"/collections/{c}/tiles"
+        paths[base] = get(f"getTileSetsList.{c}", f"Vector tilesets of {c}", [], {"200": json_ok}, c)
+        paths[f"{base}/{{tileMatrixSetId}}"] = get(f"getTileSet.{c}", f"Vector tileset of {c}", [tms, f_tileset],
+                                                   {"200": json_ok}, c)
+        paths[f"{base}/{{tileMatrixSetId}}/{{tileMatrix}}/{{tileRow}}/{{tileCol}}"] = get(
+            f"getTile.{c}", f"A Mapbox vector tile of {c} (layer {c!r})", address,
+            {"200": {"description": "The tile (gzip-encoded when the client accepts it)",
+                     "content": {VECTOR_TILE: {"schema": {"type": "string", "format": "binary"}}}},
+             "204": {"description": "No feature in this tile"},
+             "304": {"description": "Not modified (If-None-Match)"}}, c)
+    return paths
