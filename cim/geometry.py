@@ -11,16 +11,17 @@ from typing import Any
 import numpy as np
 import shapely
 
-__all__ = ["close_open_base", "consistently_oriented", "face_problems", "is_closed_shell", "newell_normal", "surface_footprint"]
+__all__ = ["Faces", "close_open_base", "consistently_oriented", "face_problems", "is_closed_shell", "newell_normal", "surface_footprint"]
 
 
 def _rings(polygon: Any) -> list[np.ndarray]:
     return [np.asarray(polygon.exterior.coords)] + [np.asarray(r.coords) for r in polygon.interiors]
 
 
-class _Faces:
+class Faces:
     """Every ring of a MultiPolygon Z at once (numpy, no per-face Python): coordinates, the ring of each
-    vertex, the face of each ring, which rings are exteriors, and each ring's Newell normal."""
+    vertex, the face of each ring, which rings are exteriors, and each ring's Newell normal. Build it once
+    and hand it to the checks below when several of them look at one geometry."""
 
     def __init__(self, geom: Any) -> None:
         polygons = np.asarray(shapely.get_parts(geom), dtype=object)
@@ -39,7 +40,7 @@ class _Faces:
             np.bincount(of, (a[:, 0] - b[:, 0]) * (a[:, 1] + b[:, 1]), minlength=n)])
 
 
-def is_closed_shell(geom: Any, decimals: int = 3) -> bool:
+def is_closed_shell(geom: Any, decimals: int = 3, faces: "Faces | None" = None) -> bool:
     """True when the faces of a MultiPolygon Z close a volume (whatever their orientation).
 
     Every edge of a closed surface is shared by an even number of faces. Real city models split an edge
@@ -49,7 +50,7 @@ def is_closed_shell(geom: Any, decimals: int = 3) -> bool:
     """
     if geom is None or geom.geom_type != "MultiPolygon" or geom.is_empty or not shapely.has_z(geom):
         return False
-    odd = _odd_edges(geom, decimals)
+    odd = _odd_edges(geom, decimals, faces)
     if not len(odd):
         return True
     starts, ends = odd[:, 0], odd[:, 1]
@@ -76,9 +77,9 @@ def is_closed_shell(geom: Any, decimals: int = 3) -> bool:
     return True
 
 
-def _odd_edges(geom: Any, decimals: int) -> np.ndarray:
+def _odd_edges(geom: Any, decimals: int, faces: "Faces | None" = None) -> np.ndarray:
     """The edges (after rounding to ``decimals``) that an odd number of faces use, as (n, 2, 3) floats."""
-    a, b = _Faces(geom).edges
+    a, b = (faces or Faces(geom)).edges
     scale = 10.0 ** decimals
     qa, qb = np.rint(a * scale).astype(np.int64), np.rint(b * scale).astype(np.int64)
     d = qb - qa
@@ -147,10 +148,10 @@ def close_open_base(geom: Any, decimals: int = 3) -> tuple[Any, int]:
     return (closed, len(added)) if added and is_closed_shell(closed, decimals) else (original, 0)
 
 
-def consistently_oriented(geom: Any, tolerance: float = 1e-6) -> bool:
+def consistently_oriented(geom: Any, tolerance: float = 1e-6, faces: "Faces | None" = None) -> bool:
     """True when a closed shell's faces all face the same way (outwards or all inwards): their
     area-weighted normals (Newell vectors) then sum to zero, as over any closed surface."""
-    faces = _Faces(geom)
+    faces = faces or Faces(geom)
     total = faces.normals.sum(axis=0)  # holes wind the other way: they subtract
     size = float(np.linalg.norm(faces.normals[faces.exterior], axis=1).sum())
     return size > 0 and float(np.linalg.norm(total)) <= tolerance * size + 1e-8
@@ -163,7 +164,7 @@ def newell_normal(ring: np.ndarray) -> np.ndarray:
     return np.array([((y - y1) * (z + z1)).sum(), ((z - z1) * (x + x1)).sum(), ((x - x1) * (y + y1)).sum()])
 
 
-def face_problems(geom: Any, min_area: float = 1e-6) -> tuple[list[str], int]:
+def face_problems(geom: Any, min_area: float = 1e-6, faces: "Faces | None" = None) -> tuple[list[str], int]:
     """(problems, degenerate face count) of a geometry: non-finite or empty geometry, and faces that
     self-intersect in their own plane. Degenerate faces (area < ``min_area`` m², common in meshes) are
     counted, not problems."""
@@ -178,7 +179,7 @@ def face_problems(geom: Any, min_area: float = 1e-6) -> tuple[list[str], int]:
         polygons = shapely.get_parts(geom)
         bad = np.flatnonzero(~shapely.is_valid(polygons))
         return [f"face {i}: {shapely.is_valid_reason(polygons[i])}" for i in bad], 0
-    faces = _Faces(geom)
+    faces = faces or Faces(geom)
     outer = faces.normals[faces.exterior]  # one per face
     area = np.linalg.norm(outer, axis=1) / 2
     degenerate = area < min_area

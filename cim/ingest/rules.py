@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from cim.geometry import close_open_base, consistently_oriented, face_problems, is_closed_shell
+import shapely
+
+from cim.geometry import Faces, close_open_base, consistently_oriented, face_problems, is_closed_shell
 from cim.ingest.model import SourceObject
 from cim.settings import QualityRules
 
@@ -56,6 +58,9 @@ class RuleSet:
     def __init__(self, rules: QualityRules) -> None:
         self.rules = rules
         self.results = {name: RuleResult(name) for name in DESCRIPTIONS}
+        # what repair() learnt about the current object's geometries (by id; cleared by check())
+        self._faces: dict[int, Faces] = {}
+        self._closed: set[int] = set()
 
     def record(self, rule: str, source_id: str, reason: str | None) -> bool:
         """Count one check of ``rule``; a reason means it failed. True when it passed."""
@@ -73,8 +78,15 @@ class RuleSet:
             return geometries
         out = []
         for level, geom, surfaces, *rest in geometries:
+            if _is_shell(geom):
+                faces = self._faces[id(geom)] = Faces(geom)
+                if is_closed_shell(geom, faces=faces):
+                    self._closed.add(id(geom))  # check() need not find it out again
+                    out.append((level, geom, surfaces, *rest))
+                    continue
             closed, added = close_open_base(geom)
             if added:
+                self._closed.add(id(closed))
                 notes = self.results["closed_solids"].notes
                 notes["open base closed with a ground face (repaired)"] = notes.get(
                     "open base closed with a ground face (repaired)", 0) + 1
@@ -94,11 +106,12 @@ class RuleSet:
         if self.rules.geometry_required:
             ok &= self.record("geometry_present", obj.source_id,
                               None if geometries or footprint is not None else f"{obj.object_class} without geometry")
+        faces = {id(geom): self._faces.get(id(geom)) or Faces(geom) for _level, geom in geometries if _is_shell(geom)}
         if self.rules.geometry_valid:
             problems: list[str] = []
             degenerate = 0
             for level, geom in geometries:
-                found, n = face_problems(geom)
+                found, n = face_problems(geom, faces=faces.get(id(geom)))
                 problems += [f"CIM{level}: {p}" for p in found]
                 degenerate += n
             if degenerate:
@@ -107,11 +120,13 @@ class RuleSet:
             ok &= self.record("geometry_valid", obj.source_id, "; ".join(problems[:5]) if problems else None)
         if obj.solid and obj.object_class in self.rules.closed_solids:
             shells = [(level, geom) for level, geom in geometries if geom is not None and geom.geom_type == "MultiPolygon"]
-            open_levels = [f"CIM{level}" for level, geom in shells if not is_closed_shell(geom)]
+            open_levels = [f"CIM{level}" for level, geom in shells
+                           if id(geom) not in self._closed and not is_closed_shell(geom, faces=faces.get(id(geom)))]
             ok &= self.record("closed_solids", obj.source_id,
                               f"not closed at {', '.join(open_levels)}" if open_levels else None)
             flipped = sum(1 for level, geom in shells
-                          if f"CIM{level}" not in open_levels and not consistently_oriented(geom))
+                          if f"CIM{level}" not in open_levels
+                          and not consistently_oriented(geom, faces=faces.get(id(geom))))
             if flipped:  # closed, but some faces turned inside out: kept, and counted
                 notes = self.results["closed_solids"].notes
                 notes["closed but inconsistently oriented (kept)"] = notes.get(
@@ -126,6 +141,8 @@ class RuleSet:
                 value = str(typed[name])
                 ok &= self.record("code_lists", obj.source_id,
                                   None if value in allowed else f"{name} {value!r} is not in the code list")
+        self._faces.clear()
+        self._closed.clear()
         return ok
 
     def as_dict(self) -> dict[str, Any]:
@@ -134,3 +151,7 @@ class RuleSet:
     @property
     def failures(self) -> int:
         return sum(r.failed for r in self.results.values())
+
+
+def _is_shell(geom: Any) -> bool:
+    return geom is not None and geom.geom_type == "MultiPolygon" and not geom.is_empty and bool(shapely.has_z(geom))
