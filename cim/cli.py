@@ -377,7 +377,8 @@ def tiles3d_build(
     cim_level: Annotated[int, typer.Option(help="CIM level: buildings, roads, bridges 2-4; building-components 5-7; "
                                                 "pipelines and pipe-nodes 2-6")],
     database: DatabaseOpt = None,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Output folder (default: tiles/3d/LAYERS/cimN)")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Output folder (default: "
+                                                    "tiles/cache/3d/LAYERS/cimN)")] = None,
     bbox: Annotated[Optional[str], typer.Option(help="Only objects in min lon,min lat,max lon,max lat (CRS84)")] = None,
     fallback: Annotated[bool, typer.Option(" /--exact", help="--exact: draw only objects stored at that very level "
                                            "(default: a lower level where the object lacks it)")] = True,
@@ -389,7 +390,7 @@ def tiles3d_build(
     """Build (or bring up to date) a 3D Tiles 1.1 tileset of one or more layers at a CIM level."""
     from dataclasses import replace
 
-    from rich.progress import DownloadColumn, TimeRemainingColumn
+    from rich.progress import TimeRemainingColumn
 
     from cim.tiles3d import Tiles3DError, Tiles3DSettings, build_tileset
 
@@ -407,13 +408,14 @@ def tiles3d_build(
     try:
         engine = open_engine(s.database_url)
         columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("tiles"),
-                   TextColumn("{task.fields[objects]:,} objects"), DownloadColumn(), TimeElapsedColumn(),
-                   TimeRemainingColumn()]
+                   TextColumn("{task.fields[objects]:,} objects"), TextColumn("{task.fields[megabytes]:,.1f} MB"),
+                   TextColumn("({task.fields[unchanged]:,} unchanged)"), TimeElapsedColumn(), TimeRemainingColumn()]
         with Progress(*columns, console=err, disable=not err.is_terminal) as bar:
-            task = bar.add_task("3D tiles " + "+".join(layers), total=None, objects=0)
+            task = bar.add_task("3D tiles " + "+".join(layers), total=None, objects=0, megabytes=0.0, unchanged=0)
 
             def progress(p) -> None:
-                bar.update(task, total=p.total, completed=p.done, objects=p.objects)
+                bar.update(task, total=p.total, completed=p.done, objects=p.objects, megabytes=p.bytes / 1e6,
+                           unchanged=p.unchanged)
                 if p.stage == "tileset":
                     bar.update(task, description="tileset.json")
 

@@ -559,6 +559,22 @@ def test_resume_rebuilds_only_changed_or_missing_tiles(small_city, tmp_path):
     assert drawn_objects(out)[uid][1]["name"] == "改名后的楼"
     assert load_tileset(out)["asset"]["tilesetVersion"] != version_before
 
+    # an interrupted build keeps what it finished: the next one builds only the rest
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(p) -> None:
+        if p.done == 2:
+            raise Stop
+
+    fresh = tmp_path / "interrupted"
+    with pytest.raises(Stop):
+        build_tileset(engine, ["buildings"], 2, out_dir=fresh, settings=settings, progress=stop_after_two)
+    assert not (fresh / "tileset.json").exists() and len(list(fresh.rglob("*.glb"))) == 2
+    resumed = build_tileset(engine, ["buildings"], 2, out_dir=fresh, settings=settings)
+    assert (resumed.written, resumed.unchanged) == (first.tiles - 2, 2)
+    assert not list(fresh.rglob("*.tmp"))
+
     # a forced build rebuilds everything; the tileset is the same
     before = (out / "tileset.json").read_text()
     forced = build_tileset(engine, ["buildings"], 2, out_dir=out, settings=settings, force=True)

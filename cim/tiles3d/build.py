@@ -200,11 +200,13 @@ def build_tileset(engine: Engine, layers: list[str], cim_level: int, *, out_dir:
     report_levels: dict[str, dict[int, int]] = {s.layer: {} for s in specs}
 
     with _locked(out_dir):
+        for junk in out_dir.rglob(".*.tmp"):  # left by a build that was killed while writing
+            junk.unlink(missing_ok=True)
         previous = {} if force else _load_state(state_path, params)
         tiles: dict[str, dict[str, Any]] = {}
         status = BuildProgress(total=len(leaves))
         saved_at = time.monotonic()
-        with engine.connect() as conn:
+        with engine.connect() as conn, _saving_on_interrupt(state_path, params, previous, tiles):
             for node in leaves:
                 cell = node.cell
                 assert cell is not None
@@ -277,6 +279,16 @@ def build_tileset(engine: Engine, layers: list[str], cim_level: int, *, out_dir:
     return BuildReport(out_dir, tileset_path, sel.layers, cim_level, len(tiles), status.written, status.unchanged,
                        status.empty, removed, status.objects, features, status.bytes, _depth(doc["root"]),
                        time.perf_counter() - started, report_levels, warnings)
+
+
+@contextmanager
+def _saving_on_interrupt(path: Path, params: str, previous: dict, tiles: dict) -> Iterator[None]:
+    """On an interruption (Ctrl-C, an error), record the tiles written so far: the next build keeps them."""
+    try:
+        yield
+    except BaseException:
+        _save_state(path, params, {**previous, **tiles})
+        raise
 
 
 def _chunks(rows: list, size: int):

@@ -124,11 +124,13 @@ class Tiles3DSettings:
     """How tilesets are cut and drawn. To move to ``config.yml`` as ``cim.tiles3d`` (with ``out_dir``
     relative to the config file, and the geoid grid taken from ``cim.geoid_grid`` as today)."""
 
-    out_dir: Path = PROJECT_ROOT / "tiles" / "3d"
+    # generated tiles live under tiles/cache/ (not committed, tiles/README.md); --out puts them anywhere
+    out_dir: Path = PROJECT_ROOT / "tiles" / "cache" / "3d"
     # a leaf tile holds at most this many objects (unless it is already min_cell_m wide)
     max_features: int = 400
-    # cells are squares of 2^k metres aligned on the storage CRS's grid; never narrower than this
-    min_cell_m: float = 64.0
+    # cells are squares of 2^k metres aligned on the storage CRS's grid; never narrower than this (small
+    # enough to split a dense block of building components; the tree is split in plan only, not by height)
+    min_cell_m: float = 16.0
     # geometric error of a tile without content = this × its cell's width (leaves: 0). 0.1 lets a
     # 1080-pixel-high viewer with Cesium's default 16-pixel limit open a 512 m cell's leaves from ~3 km.
     error_per_metre: float = 0.1
