@@ -95,16 +95,17 @@ class TilesSettings(BaseModel):
 
     tile_matrix_sets: list[str] = Field(
         default_factory=lambda: ["WebMercatorQuad", "WorldCRS84Quad", "CGCS2000TiandituQuad"])
-    extent: int = Field(default=4096, ge=256)  # MVT tile coordinates per tile side
+    extent: int = Field(default=4096, ge=256)  # MVT tile coordinates per tile side (the finest grid)
     buffer: int = Field(default=64, ge=0)  # MVT units kept beyond the tile's edges
     min_zoom: int = Field(default=0, ge=0, le=24)
     max_zoom: int = Field(default=18, ge=0, le=24)  # clients over-zoom beyond it
     # at most this many features per tile: the largest (area, then length; points by id) are kept
     max_features: int = Field(default=10_000, ge=1)
-    # Douglas-Peucker tolerance in pixels of a 256-pixel tile, from zoom Z on
-    simplify: dict[int, float] = Field(default_factory=lambda: {0: 1.0, 14: 0.5, 16: 0.0})
-    # features whose footprint is smaller than this in both directions (pixels of a 256-pixel tile) are left
-    # out; points are always kept
+    # simplification: geometry snapped to a grid of this many pixels (of a 256-pixel tile), from zoom Z on;
+    # the tile's MVT extent is then 256 / pixels (0: ``extent``)
+    simplify: dict[int, float] = Field(default_factory=lambda: {0: 0.25, 13: 0.125, 15: 0.0})
+    # too small to see, left out: polygons of less than min_size² pixels (of a 256-pixel tile) of area, lines
+    # shorter than min_size pixels; points are always kept
     min_size: float = Field(default=0.5, ge=0)
     max_age: int = Field(default=60, ge=0)  # Cache-Control max-age of tiles and tileset documents, seconds
     layers: dict[str, TileLayerSettings] = Field(default_factory=dict)

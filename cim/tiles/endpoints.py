@@ -56,7 +56,6 @@ from cim.tiles.grid import (
     limits,
     matrices_in_zoom_range,
     parse_address,
-    tile_frame,
     tile_set,
     web_mercator_zoom,
 )
@@ -235,9 +234,9 @@ class VectorTileEndpoints:
             headers = self._headers(self._etag(conn, request, versions, tilesets.VECTOR_TILE))
             if not_modified(request, headers["ETag"]):
                 return Response(status_code=HTTPStatus.NOT_MODIFIED, headers=headers)
-            storage_srid = int(t.city_object.c.geom.type.srid)
-            frame = tile_frame(ts, matrix_id, r, c, storage_srid, self.settings.buffer / self.settings.extent)
-            data = render(conn, t, tile_query(layer, collection, ts, frame, zoom, rules, self.settings))
+            q = tile_query(layer, collection, ts, matrix_id, r, c, int(t.city_object.c.geom.type.srid), rules,
+                           self.settings)
+            data = render(conn, t, q)
         if not data:
             return Response(status_code=HTTPStatus.NO_CONTENT, headers=headers)
         return Response(data, media_type=tilesets.VECTOR_TILE, headers=headers)

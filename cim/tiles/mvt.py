@@ -2,15 +2,21 @@
 
 What goes into a tile (both backends, one set of rules):
 
-- the layer's objects whose 2D footprint intersects the tile plus its buffer (``TileFrame.area``: a
-  densified polygon in the storage CRS, so the spatial index is used: PostGIS's GiST, SpatiaLite's
-  ``SpatialIndex`` through :func:`cim.db.queries.area_filter`);
-- except footprints smaller than ``min_size`` pixels in both directions (points are always kept);
+- the layer's objects whose 2D footprint intersects the tile plus its buffer (less ``ROBUST_UNITS``; as
+  ``TileFrame.area``, a densified polygon in the storage CRS, so the spatial index is used: PostGIS's GiST,
+  SpatiaLite's ``SpatialIndex`` through :func:`cim.db.queries.area_filter`);
+- except what is too small to see: polygons of less than ``min_size``² pixels of area, lines shorter than
+  ``min_size`` pixels (points are always kept), and what the tile grid would collapse: polygons thinner
+  than ``ROBUST_UNITS`` grid units (2·area/perimeter), shorter lines. All of it is decided in SQL, the same
+  on both backends, so no candidate is lost in a geometry pipeline: ST_AsMVTGeom and GEOS collapse slivers
+  differently (and ST_AsMVTGeom changed between PostGIS 3.3 and 3.4), which made the backends disagree;
 - at most ``max_features``: the largest first (area of polygons, length of lines, rounded to 0.01; points
   count 0), ties by id, so a capped tile keeps what is visible and is the same on every request;
 - geometry transformed to the tile matrix set's CRS with an integer SRID (x = longitude/easting, whatever
-  the CRS's axis order), simplified (Douglas-Peucker, ``simplify`` pixels at that zoom), scaled to the
-  tile's ``extent``, clipped to the buffer, snapped to the integer grid; polygons collapsed by snapping drop;
+  the CRS's axis order), scaled to the tile's grid, snapped to it, clipped to the buffer. The grid is the
+  per-zoom simplification: ``simplify`` pixels (of a 256-pixel tile) per cell, i.e. an MVT extent of
+  256 / simplify (``extent`` where simplify is 0). Snapping is plain arithmetic, the same on both backends;
+  Douglas-Peucker was not (PostGIS's ST_Simplify and GEOS, and GEOS versions, keep different vertices);
 - attributes: ``id`` (the public uid, as in the items API) and the properties scheduled for the zoom
   (typed properties, and keys of the object's other attributes); the MVT feature id is the database row id.
   Timestamps are RFC 3339 UTC text, dates ISO text, null values are left out.
@@ -29,14 +35,14 @@ from typing import Any
 
 import numpy as np
 import shapely
-from sqlalchemy import Connection, Date, DateTime, Text, case, cast, func, literal, literal_column, select
+from sqlalchemy import Connection, Date, DateTime, Text, and_, case, cast, func, literal, literal_column, select, true
 from sqlalchemy.orm import aliased
 
 from cim.crs import transformer
 from cim.db.models import LAYERS, CIMTables
 from cim.db.queries import LINKS, PROPERTY_COLUMN, area_filter, layer_properties, to_utc
 from cim.settings import TilesSettings
-from cim.tiles.grid import PIXELS, TileFrame, TileSet
+from cim.tiles.grid import PIXELS, TileFrame, TileSet, tile_frame, web_mercator_zoom
 
 ID_PROPERTY = "id"  # the public uid; the MVT feature id is the integer row id
 
@@ -112,12 +118,13 @@ def layer_rules(settings: TilesSettings, layers: Iterable[str]) -> dict[str, Lay
     return {layer: LayerRules.from_settings(layer, settings) for layer in layers}
 
 
-def simplify_pixels(settings: TilesSettings, zoom: int) -> float:
-    tolerance = 0.0
+def tile_extent(settings: TilesSettings, zoom: int) -> int:
+    """The MVT extent at a zoom: 256 / ``simplify`` pixels per grid cell, at most ``extent``."""
+    cell = 0.0
     for start, px in sorted(settings.simplify.items()):
         if start <= zoom:
-            tolerance = px
-    return float(tolerance)
+            cell = px
+    return settings.extent if cell <= 0 else max(16, min(settings.extent, int(round(256 / cell))))
 
 
 @dataclass(frozen=True)
@@ -130,18 +137,32 @@ class TileQuery:
     frame: TileFrame
     attributes: Attributes
     max_features: int
-    extent: int
-    buffer: int
-    simplify: float  # Douglas-Peucker tolerance in the tile matrix set's CRS units (0: none)
-    min_size: tuple[float, float]  # storage units along x and y (0: keep everything)
+    extent: int  # MVT coordinates per tile side at this zoom
+    buffer: int  # MVT units kept beyond the tile's edges
+    min_area: float  # polygons smaller than this (storage units²) are left out
+    min_width: float  # polygons thinner than this (2·area/perimeter, storage units) are left out
+    min_length: float  # lines shorter than this (storage units) are left out
 
 
-def tile_query(layer: str, name: str, ts: TileSet, frame: TileFrame, zoom: int, rules: LayerRules,
-               settings: TilesSettings) -> TileQuery:
-    px = frame.span / PIXELS
-    return TileQuery(layer, name, ts, frame, rules.attributes(zoom), rules.max_features, settings.extent,
-                     settings.buffer, simplify_pixels(settings, zoom) * px,
-                     (settings.min_size * frame.pixel[0], settings.min_size * frame.pixel[1]))
+# Features the tile grid could collapse are decided in SQL, not left to each backend's geometry pipeline
+# (ST_AsMVTGeom's changes between PostGIS versions, GEOS's snapping): polygons thinner than this many grid
+# units and lines shorter than it are left out, and only features reaching this far inside the buffer are
+# candidates, so every candidate survives the grid and the clip on both backends.
+ROBUST_UNITS = 2
+
+
+def tile_query(layer: str, name: str, ts: TileSet, matrix: str, row: int, col: int, storage_srid: int,
+               rules: LayerRules, settings: TilesSettings) -> TileQuery:
+    """The query for one tile of a (checked) address."""
+    zoom = web_mercator_zoom(ts, matrix)
+    extent = tile_extent(settings, zoom)
+    buffer = int(round(settings.buffer * extent / settings.extent))  # the same share of the tile at any grid
+    frame = tile_frame(ts, matrix, row, col, storage_srid, max(buffer - ROBUST_UNITS, 0) / extent)
+    size_x, size_y = settings.min_size * frame.pixel[0], settings.min_size * frame.pixel[1]
+    unit = (frame.pixel[0] + frame.pixel[1]) / 2 * PIXELS / extent  # one grid unit in storage units
+    return TileQuery(layer, name, ts, frame, rules.attributes(zoom), rules.max_features, extent, buffer,
+                     min_area=size_x * size_y, min_width=ROBUST_UNITS * unit,
+                     min_length=max((size_x + size_y) / 2, ROBUST_UNITS * unit))
 
 
 def render(conn: Connection, t: CIMTables, q: TileQuery) -> bytes:
@@ -159,15 +180,11 @@ def render(conn: Connection, t: CIMTables, q: TileQuery) -> bytes:
 def _conditions(t: CIMTables, dialect: str, q: TileQuery) -> list[Any]:
     co = t.city_object
     g = co.c.geom
-    out = [co.c.layer == q.layer, area_filter(t, dialect, q.frame.area)]
-    min_w, min_h = q.min_size
-    if min_w > 0 or min_h > 0:
-        if dialect == "sqlite":
-            width, height = func.MbrMaxX(g) - func.MbrMinX(g), func.MbrMaxY(g) - func.MbrMinY(g)
-        else:
-            width, height = func.ST_XMax(g) - func.ST_XMin(g), func.ST_YMax(g) - func.ST_YMin(g)
-        out.append((func.ST_Dimension(g) == 0) | (width >= min_w) | (height >= min_h))
-    return out
+    area = func.ST_Area(g)
+    polygon_ok = and_(area >= q.min_area, area * 2 >= q.min_width * func.ST_Perimeter(g))
+    return [co.c.layer == q.layer, area_filter(t, dialect, q.frame.area),
+            case((func.ST_Dimension(g) == 2, polygon_ok), (func.ST_Dimension(g) == 1, func.ST_Length(g) >= q.min_length),
+                 else_=true())]
 
 
 def _cap_order(t: CIMTables) -> list[Any]:
@@ -204,9 +221,7 @@ def _postgis(conn: Connection, t: CIMTables, q: TileQuery) -> bytes:
     srid = literal_column(str(int(q.tile_set.srid)))  # an integer SRID, never text (PERF-NOTES)
     picked = (select(co.c.id).where(*_conditions(t, "postgresql", q)).order_by(*_cap_order(t))
               .limit(q.max_features).subquery("picked"))
-    geom: Any = func.ST_Transform(co.c.geom, srid)
-    if q.simplify > 0:
-        geom = func.ST_Simplify(geom, q.simplify, True)  # keep collapsed features: dropping is min_size's job
+    geom = func.ST_Transform(co.c.geom, srid)
     left, bottom, right, top = q.frame.bounds
     envelope = func.ST_MakeEnvelope(left, bottom, right, top, srid)
     mvt_geom = func.ST_AsMVTGeom(geom, envelope, literal_column(str(int(q.extent))),
@@ -273,20 +288,57 @@ def _spatialite(conn: Connection, t: CIMTables, q: TileQuery) -> bytes:
 
 
 def tile_space(geoms: np.ndarray, q: TileQuery, storage_srid: int) -> list[shapely.Geometry | None]:
-    """Footprints (storage CRS) → tile coordinates (y down), simplified, clipped, snapped; vectorised."""
+    """Footprints (storage CRS) → tile coordinates (y down) on the integer grid, clipped to the buffer.
+
+    The steps and their order are ST_AsMVTGeom's (PostGIS 3.3), so both backends keep and drop the same
+    features: every vertex rounded to the grid (half to even, as ``rint``); a polygon with no area left or
+    a line with no length left drops; a geometry whose bounds lie within the buffered tile (edges included)
+    is kept whole, any other is clipped to it (what remains only on the edge drops) and rounded again.
+    """
     ts = q.tile_set
     if ts.srid != storage_srid:
         tr = transformer(storage_srid, ts.srid)
         geoms = shapely.transform(geoms, _xy(tr.transform))
-    if q.simplify > 0:
-        geoms = shapely.simplify(geoms, q.simplify, preserve_topology=True)
     left, bottom, right, top = q.frame.bounds
     fx, fy = q.extent / (right - left), q.extent / (top - bottom)
-    geoms = shapely.transform(geoms, lambda c: np.column_stack([(c[:, 0] - left) * fx, (top - c[:, 1]) * fy]))
-    b = float(q.buffer)
-    geoms = shapely.clip_by_rect(geoms, -b, -b, q.extent + b, q.extent + b)
-    geoms = shapely.set_precision(geoms, 1.0)  # the integer grid; polygons collapsed to nothing become empty
-    return [_basic(g) for g in geoms]
+    geoms = shapely.transform(
+        geoms, lambda c: np.rint(np.column_stack([(c[:, 0] - left) * fx, (top - c[:, 1]) * fy])))
+    lo, hi = -float(q.buffer), float(q.extent + q.buffer)
+    box = shapely.box(lo, lo, hi, hi)
+    b = shapely.bounds(geoms)
+    contained = (b[:, 0] >= lo) & (b[:, 1] >= lo) & (b[:, 2] <= hi) & (b[:, 3] <= hi)
+    out: list[shapely.Geometry | None] = []
+    for geom, whole in zip(geoms, contained, strict=True):
+        out.append(_on_grid(geom, whole, box))
+    return out
+
+
+def _on_grid(geom: shapely.Geometry | None, whole: bool, box: shapely.Geometry) -> shapely.Geometry | None:
+    if geom is None or geom.is_empty or _collapsed(geom):
+        return None
+    dim = shapely.get_dimensions(geom)
+    if dim == 0:  # points: those inside the buffered tile, its edges included
+        parts = [p for p in shapely.get_parts(geom) if shapely.covered_by(p, box)]
+        return None if not parts else parts[0] if len(parts) == 1 else shapely.MultiPoint(parts)
+    if dim == 2 and not geom.is_valid:
+        geom = _basic(shapely.make_valid(geom))
+        if geom is None:
+            return None
+    if whole:
+        return _basic(geom)
+    clipped = shapely.clip_by_rect(geom, *box.bounds)
+    clipped = shapely.transform(clipped, np.rint)
+    if clipped.is_empty or _collapsed(clipped):
+        return None
+    if dim == 2 and not clipped.is_valid:
+        clipped = shapely.make_valid(clipped)
+    return _basic(clipped)
+
+
+def _collapsed(geom: shapely.Geometry) -> bool:
+    """Nothing left on the grid: a polygon without area, a line without length."""
+    dim = shapely.get_dimensions(geom)
+    return (dim == 2 and shapely.area(geom) == 0) or (dim == 1 and shapely.length(geom) == 0)
 
 
 def _xy(fn: Callable[..., tuple[np.ndarray, np.ndarray]]) -> Callable[[np.ndarray], np.ndarray]:
