@@ -409,6 +409,7 @@ def test_tilesets_list_and_tilesets_validate_and_lead_to_tiles(http):
                                                            tileCol=tile.x))
         assert below.status_code == 404
         assert doc["layers"][0]["id"] == "buildings"
+        assert http.get(f"/collections/buildings/tiles/{tms_id}/metadata").json() == doc  # pygeoapi's path
         assert {"id", "usage", "floors"} <= set(doc["layers"][0]["propertiesSchema"]["properties"])
 
 

@@ -117,6 +117,7 @@ class VectorTileEndpoints:
         routes = [
             Route(f"{tiles}", self._endpoint(self._tilesets)),
             Route(f"{tiles}/{{tms}}", self._endpoint(self._tileset)),
+            Route(f"{tiles}/{{tms}}/metadata", self._endpoint(self._tileset)),  # pygeoapi's name for it
             Route(f"{tiles}/{{tms}}/{{matrix}}/{{row}}/{{col}}", self._endpoint(self._tile)),
         ]
         for prefix in ("/tileMatrixSets", "/TileMatrixSets"):
