@@ -324,6 +324,27 @@ def test_vertices_are_tile_relative_and_float32_safe(built):
                 assert np.allclose(np.linalg.norm(p["normals"], axis=1), 1.0, atol=1e-3)
 
 
+def test_triangles_face_outwards(built):
+    """glTF front faces are counter-clockwise: every triangle's winding agrees with its vertex normals, and
+    a building's roof faces up and its ground faces down."""
+    for folder in built.values():
+        for _, _, prims in leaf_contents(folder):
+            for p in prims:
+                pos, tri = p["positions"], p["triangles"]
+                a, b, c = pos[tri[:, 0]], pos[tri[:, 1]], pos[tri[:, 2]]
+                winding = np.cross(b - a, c - a)
+                assert (np.einsum("ij,ij->i", winding, p["normals"][tri[:, 0]]) > 0).all()
+    for _, _, prims in leaf_contents(built["buildings-3"]):
+        for p in prims:
+            for fid in range(0, p["feature_count"], 7):
+                mine = p["fids"] == fid
+                up = p["positions"][mine][:, 1]  # glTF y is up
+                normals_up = p["normals"][mine][:, 1]
+                bottom, top = normals_up[np.isclose(up, up.min(), atol=0.01)], normals_up[np.isclose(up, up.max(), atol=0.01)]
+                assert (bottom < -0.99).any() and not (bottom > 0.5).any()  # the ground face looks down
+                assert (top > 0.5).any() and not (top < -0.5).any()  # the roof up (walls are horizontal normals)
+
+
 # --- glTF validity ---------------------------------------------------------------------------------------------
 
 def test_every_glb_passes_the_khronos_validator(built):
@@ -510,10 +531,35 @@ def test_cli_builds_a_tileset_and_a_second_run_keeps_every_tile(demo_db, tmp_pat
     assert first.returncode == 0, first.stderr
     assert (out / "tileset.json").is_file() and list(out.rglob("*.glb"))
     assert "geoid grid" in first.stderr  # the height warning
+    assert load_tileset(out)["extras"]["cim"]["height_warning"]
     second = run_cim("3dtiles", "build", "--layer", "bridges", "--cim-level", "3", "--out", str(out), env=demo_db.env)
     assert second.returncode == 0
     text_out = " ".join(second.stdout.split())
     assert "built │ 0" in text_out
+
+
+def test_cli_bbox_limits_the_tileset(demo_db, engine, tmp_path):
+    t = tables_for(engine)
+    co = t.city_object
+    with engine.connect() as conn:
+        rows = conn.execute(select(co.c.uid, co.c.geom).where(co.c.layer == "buildings", co.c.valid_to.is_(None))).all()
+    footprints = {uid: to_shape(geom) for uid, geom in rows}
+    centre = shapely.MultiPolygon(list(footprints.values())).centroid
+    lon, lat = GK_TO_LONLAT.transform(centre.x, centre.y)
+    bbox = (lon - 0.002, lat - 0.002, lon + 0.002, lat + 0.002)
+    out = tmp_path / "bbox"
+    proc = run_cim("3dtiles", "build", "--layer", "buildings", "--cim-level", "2", "--out", str(out),
+                   "--bbox", ",".join(f"{v:.6f}" for v in bbox), env=demo_db.env)
+    assert proc.returncode == 0, proc.stderr
+    drawn = set(drawn_objects(out))
+    to_gk = Transformer.from_crs("EPSG:4490", "EPSG:4550", always_xy=True)
+    ring = [to_gk.transform(x, y) for x, y in shapely.box(*bbox).exterior.coords]
+    area = shapely.Polygon(ring)
+    want = {uid for uid, fp in footprints.items() if fp.intersects(area)}
+    assert drawn == want and 0 < len(drawn) < len(footprints)
+    bad = run_cim("3dtiles", "build", "--layer", "buildings", "--cim-level", "2", "--bbox", "1,2,3",
+                  "--out", str(tmp_path / "bad"), env=demo_db.env)
+    assert bad.returncode == 1 and "--bbox" in bad.stderr
 
 
 @pytest.fixture

@@ -8,6 +8,10 @@ ellipsoid. Two facts shape this module (../shared/CRS-NOTES.md):
   :mod:`cim.crs` with the operator's geoid grid (``cim.geoid_grid``, or ``--geoid-grid``). Without a grid
   the heights are passed through unchanged, so content sits ~12.7 m too low against an ellipsoid-based
   terrain; every tileset built so records :data:`cim.crs.transform.NO_GEOID_WARNING` in its ``extras``.
+  No grid of the 1985 datum's height anomaly (CQG2000) is available offline here. Debian's proj-data
+  ships EGM96 (``/usr/share/proj/egm96_15.gtx``, N = 12.67 m at Benxi): given as the grid it removes the
+  12.7 m offset, leaving the (unmeasured here) difference between the 1985 datum and EGM96, expected to
+  be decimetres; an operator's CQG2000 grid is the right one.
 - **Precision.** ECEF coordinates at Benxi are ~4×10⁶ m, where float32 keeps 0.25–0.5 m. Vertices are
   stored relative to a tile frame: east-north-up axes at the tile's centre, the tile ``transform`` being
   that frame's ENU→ECEF matrix. Within a tile (a few km at most) float32 then keeps well under 1 mm.

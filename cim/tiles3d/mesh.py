@@ -93,14 +93,20 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return np.divide(v, n, out=np.zeros_like(v), where=n > 0)
 
 
+# Triangles thinner than this (m) are dropped: earcut splits faces with collinear vertices (an edge cut by a
+# neighbour's corner) into zero-area slivers, whose winding float32 rounding then flips at random.
+MIN_TRIANGLE_HEIGHT_M = 1e-4
+
+
 def _orient(positions: np.ndarray, triangles: np.ndarray, normals: np.ndarray) -> np.ndarray:
-    """Triangles wound so that their normal agrees with their vertices' normals; degenerate ones dropped."""
+    """Triangles wound so that their normal agrees with their vertices' normals; slivers dropped."""
     if not len(triangles):
         return triangles
     a, b, c = (positions[triangles[:, i]] for i in range(3))
     face = np.cross(b - a, c - a)
     area2 = np.linalg.norm(face, axis=1)
-    keep = area2 > 1e-10
+    longest = np.sqrt(np.max([np.einsum("ij,ij->i", e, e) for e in (b - a, c - b, a - c)], axis=0))
+    keep = area2 > MIN_TRIANGLE_HEIGHT_M * np.maximum(longest, 1e-9)
     want = normals[triangles[:, 0]] + normals[triangles[:, 1]] + normals[triangles[:, 2]]
     flip = np.einsum("ij,ij->i", face, want) < 0
     out = triangles.copy()
