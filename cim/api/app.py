@@ -7,6 +7,7 @@ its own app, engine and pool after the server has forked.
 from __future__ import annotations
 
 import json
+import gc
 import os
 
 import yaml
@@ -101,4 +102,7 @@ def create_app() -> Starlette:
     app.add_middleware(Conformance, classes=TILES_CONFORMANCE)
     app.add_middleware(CollectionCRSMetadata, layers=set(layers), storage_srid=settings.storage_crs)
     app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=5)  # level 9 cost 23 ms on 800 KB
+    # pygeoapi, pyproj and the app leave ~1M long-lived objects that every full collection walked again:
+    # frozen, the longest GC pause in a 1000-feature-page window fell from 120-410 ms to 23-84 ms
+    gc.freeze()
     return app
