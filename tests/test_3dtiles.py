@@ -633,3 +633,27 @@ def test_region_radians_are_at_benxi(built):
     w, s, e, n, hmin, hmax = load_tileset(built["buildings-3"])["root"]["boundingVolume"]["region"]
     assert math.degrees(w) == pytest.approx(123.77, abs=0.1) and math.degrees(s) == pytest.approx(41.30, abs=0.1)
     assert 0 < hmin < hmax < 1000
+
+
+@pytest.mark.slow
+def test_memory_stays_bounded_by_the_tile_not_the_city(new_database, tmp_path):
+    """A 4,000-building city's pipe network (~46,000 objects): the build's peak allocations (tracemalloc
+    sees numpy's too) stay a small fraction of the content it writes."""
+    import tracemalloc
+
+    from tests.conftest import DemoDB
+
+    db = DemoDB("spatialite", new_database("spatialite"), tmp_path / "data")
+    run_cim("db", "init", env=db.env, check=True)
+    run_cim("demo", "--size", "4000", "--seed", "11", "--interiors", "0", env=db.env, check=True)
+    engine = db.engine()
+    build_tileset(engine, ["bridges"], 3, out_dir=tmp_path / "warm")  # one-off set-up outside the measure
+    tracemalloc.start()
+    try:
+        report = build_tileset(engine, ["pipelines", "pipe-nodes"], 3, out_dir=tmp_path / "net")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        engine.dispose()
+    assert report.objects > 30_000 and report.bytes > 50e6
+    assert peak < 48e6 and peak < report.bytes / 4, f"peak {peak / 1e6:.1f} MB for {report.bytes / 1e6:.0f} MB written"
