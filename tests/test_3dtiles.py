@@ -384,7 +384,7 @@ def test_each_object_drawn_once_and_ids_name_the_right_objects(built, engine):
             if r.valid_to is not None:
                 continue
             expected[r.uid] = r
-        if name == "components-6":  # only CIM6 objects (no fallback for components)
+        if name == "components-6":  # only CIM6 objects (no fallback for components; storeys are not drawn)
             with engine.connect() as conn:
                 six = set(conn.execute(select(co.c.uid).join(t.city_object_geometry,
                                                              t.city_object_geometry.c.object_id == co.c.id)
@@ -408,6 +408,14 @@ def test_each_object_drawn_once_and_ids_name_the_right_objects(built, engine):
             if fp is not None:
                 minx, miny, maxx, maxy = fp.buffer(1.5).bounds  # tubes and cylinders reach past their axis
                 assert minx <= float(np.mean(x)) <= maxx and miny <= float(np.mean(y)) <= maxy, uid
+
+
+def test_components_at_cim5_are_spaces_not_the_storeys_around_them(built, engine):
+    co = tables_for(engine).city_object
+    with engine.connect() as conn:
+        spaces = set(conn.execute(select(co.c.uid).where(co.c.object_class == "Space")).scalars())
+    drawn = drawn_objects(built["components-5"])
+    assert set(drawn) == spaces and {v["class"] for _, v in drawn.values()} == {"Space"}
 
 
 def test_known_building_sits_on_its_footprint_with_geoid_heights(demo_db, engine, geoid_grid, tmp_path):

@@ -77,7 +77,7 @@ def build_tile(batches: Any, sel: Selection, cell: Cell, geo: Geodesy, settings:
     values: dict[str, dict[str, list[Any]]] = {s.layer: {p.name: [] for p in s.properties} for s in sel.specs}
     for rows in batches:
         by_layer: dict[str, list[Shape]] = {}
-        geoms = shapely.from_wkb([r.wkb for r in rows])
+        geoms = shapely.from_wkb([r.wkb for r in rows], on_invalid="ignore")  # unreadable: skipped, counted
         for row, geom in zip(rows, geoms):
             spec = sel.spec(row.layer)
             table = values[row.layer]

@@ -114,6 +114,9 @@ def _where(t: CIMTables, dialect: str, sel: Selection) -> list[ColumnElement[boo
     co = t.city_object
     out = [co.c.layer.in_(sel.layers), co.c.geom.is_not(None),
            or_(co.c.valid_to.is_(None), co.c.valid_to > sel.as_of)]
+    for spec in sel.specs:
+        if spec.hidden_classes:
+            out.append(or_(co.c.layer != spec.layer, co.c.object_class.not_in(spec.hidden_classes)))
     if sel.area is not None:
         out.append(area_filter(t, dialect, sel.area))
     return out

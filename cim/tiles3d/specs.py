@@ -58,6 +58,9 @@ class LayerSpec:
     fallback: bool
     properties: tuple[Property, ...]
     colour: tuple[int, int, int] = (200, 200, 200)
+    # classes stored in the layer but not drawn: a storey is the envelope of its spaces, slabs and walls,
+    # and drawn it would hide them
+    hidden_classes: tuple[str, ...] = ()
 
 
 LAYER_SPECS: dict[str, LayerSpec] = {s.layer: s for s in (
@@ -75,7 +78,7 @@ LAYER_SPECS: dict[str, LayerSpec] = {s.layer: s for s in (
         Property("root", _STR, "root", "uid of its building"),
         Property("usage", _STR, "attributes.usage", "Space usage"),
         Property("component", _STR, "attributes.构件", "构件类型"),
-    ), (214, 208, 190)),
+    ), (214, 208, 190), hidden_classes=("Storey",)),
     LayerSpec("pipelines", "pipe_segment", "Pipe segment (管线段)", (2, 3, 4, 5, 6), True, _COMMON + (
         Property("pipe_kind", _STR, "pipe_kind", "管线种类 (JS YS WS RQ RL DL TX)"),
         Property("diameter_mm", _F64, "diameter_mm", "管径, mm"),
