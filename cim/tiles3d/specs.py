@@ -134,9 +134,10 @@ class Tiles3DSettings:
     # cells are squares of 2^k metres aligned on the storage CRS's grid; never narrower than this (small
     # enough to split a dense block of building components; the tree is split in plan only, not by height)
     min_cell_m: float = 16.0
-    # geometric error of a tile without content = this × its cell's width (leaves: 0). 0.1 lets a
-    # 1080-pixel-high viewer with Cesium's default 16-pixel limit open a 512 m cell's leaves from ~3 km.
-    error_per_metre: float = 0.1
+    # geometric error of a tile without content = this × the width of its cell or content (leaves: 0).
+    # 0.2 lets a 1080-pixel-high viewer with Cesium's default 16-pixel limit open the leaves of a 512 m
+    # cell from ~6 km, and a 100 m bridge's from ~1 km.
+    error_per_metre: float = 0.2
     # sides of a pipe's tube and of a node's cylinder: 8 keeps a DN100 pipe round at street distance and
     # the network's content a third smaller than 12 (230,000 pipe objects: 544 MB with 12/16)
     tube_segments: int = 8

@@ -2,8 +2,10 @@
 
 Refinement is ``ADD`` with content in the leaves only: every object is drawn exactly once, in the leaf
 of its cell, and inner tiles only group and cull. A tile's geometric error is what is missing while it is
-drawn without its children: 0 for a leaf, and for an inner tile ``error_per_metre`` × its cell's width
-(all the objects below it, whose size grows with the cell), so errors fall with depth, halving per level.
+drawn without its children: 0 for a leaf; for an inner tile everything below it, so ``error_per_metre`` ×
+the larger of its cell's width and its content's extent (an object is in the cell of its centre and may
+reach far beyond it: a bridge in a 16 m cell), and at least twice its children's errors, so that errors
+fall with depth (halving per level where cells are full).
 Bounding volumes are ``region`` s (radians, heights above the ellipsoid) of the content's actual vertices,
 a parent's being the union of its children's; regions are not affected by tile transforms, and each
 leaf's ``transform`` places its GLB (ENU at the cell centre → ECEF).
@@ -11,12 +13,13 @@ leaf's ``transform`` places its GLB (ENU at the cell centre → ECEF).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from cim.tiles3d.quadtree import Cell, Node
 
-__all__ = ["LeafTile", "content_uri", "tileset_document", "union"]
+__all__ = ["LeafTile", "content_uri", "extent_m", "tileset_document", "union"]
 
 
 @dataclass(frozen=True)
@@ -53,8 +56,18 @@ def _tile(node: Node, leaves: dict[str, LeafTile], error_per_metre: float) -> di
         size = node.cell.size
     else:  # the root: its children are the top cells
         size = 2 * max(n.cell.size for n in node.children if n.cell is not None)
-    return {"boundingVolume": {"region": union([c["boundingVolume"]["region"] for c in children])},
-            "geometricError": error_per_metre * size, "children": children}
+    region = union([c["boundingVolume"]["region"] for c in children])
+    error = max(error_per_metre * max(size, extent_m(region)), 2 * max(c["geometricError"] for c in children))
+    return {"boundingVolume": {"region": region}, "geometricError": error, "children": children}
+
+
+def extent_m(region: list[float]) -> float:
+    """The diagonal of a region in metres (on a sphere of the equatorial radius: plenty for an error)."""
+    w, s, e, n, hmin, hmax = region
+    radius = 6378137.0
+    dx = (e - w) * radius * math.cos((s + n) / 2)
+    dy = (n - s) * radius
+    return math.sqrt(dx * dx + dy * dy + (hmax - hmin) ** 2)
 
 
 def tileset_document(tree: Node, leaves: dict[str, LeafTile], error_per_metre: float, version: str,
