@@ -152,8 +152,13 @@ def glb_json(path: Path) -> dict:
     magic, version, length = struct.unpack_from("<III", data, 0)
     assert (magic, version, length) == (0x46546C67, 2, len(data))
     chunk_length, chunk_type = struct.unpack_from("<II", data, 12)
-    assert chunk_type == 0x4E4F534A and chunk_length % 8 == 0
-    return json.loads(data[20:20 + chunk_length])
+    assert chunk_type == 0x4E4F534A
+    # EXT_structural_metadata: binary data 8-byte aligned (the BIN chunk's data starts on an 8-byte boundary)
+    bin_length, bin_type = struct.unpack_from("<II", data, 20 + chunk_length)
+    assert bin_type == 0x004E4942 and (28 + chunk_length) % 8 == 0 and bin_length % 8 == 0
+    doc = json.loads(data[20:20 + chunk_length])
+    assert all(v.get("byteOffset", 0) % 8 == 0 for v in doc["bufferViews"])
+    return doc
 
 
 def decode(path: Path) -> list[dict]:

@@ -4,8 +4,9 @@ property table per primitive (``EXT_structural_metadata``) so that picking a tri
 Written directly with numpy and ``struct``: a tile is one node, one mesh, one primitive per layer, and
 the container format is small; this keeps the per-tile cost (the on-demand path too) to a few array copies.
 Binary layout rules followed (glTF 2.0 §4.4, EXT_structural_metadata "Binary Data Storage"): every buffer
-view starts on an 8-byte boundary, the JSON chunk is padded with spaces and the BIN chunk with zeros to a
-multiple of 8 bytes.
+view starts on an 8-byte boundary of the buffer and the BIN chunk's data on an 8-byte boundary of the file
+(the JSON chunk is padded with spaces to end there), and the BIN chunk is padded with zeros to a multiple
+of 8 bytes.
 """
 
 from __future__ import annotations
@@ -174,7 +175,10 @@ def glb_bytes(primitives: list[Primitive], extras: dict[str, Any] | None = None)
 
 def _pack(doc: dict[str, Any], binary: bytes) -> bytes:
     text = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    text += b" " * ((-len(text)) % 8)
+    # the BIN chunk must start on an 8-byte boundary of the file (12-byte header + 8-byte chunk header
+    # before the JSON), so that every buffer view, 8-aligned in the buffer, is 8-aligned in the file too and
+    # a viewer can map FLOAT64 columns without copying
+    text += b" " * ((-(20 + len(text))) % 8)
     binary += b"\0" * ((-len(binary)) % 8)
     total = 12 + 8 + len(text) + 8 + len(binary)
     return b"".join([struct.pack("<III", _GLB_MAGIC, 2, total), struct.pack("<II", len(text), _JSON_CHUNK), text,
