@@ -11,8 +11,11 @@ EXT_structural_metadata), :mod:`~cim.tiles3d.content` (one tile, reusable on dem
 """
 
 from cim.tiles3d.build import BuildProgress, BuildReport, build_tileset
+from cim.tiles3d.content import TileContent, tile_content
 from cim.tiles3d.errors import BadLevel, NoGeometry, Tiles3DError, UnknownLayer
-from cim.tiles3d.specs import LAYER_SPECS, Tiles3DSettings
+from cim.tiles3d.quadtree import Cell
+from cim.tiles3d.source import Selection
+from cim.tiles3d.specs import LAYER_SPECS, Tiles3DSettings, check_request
 
-__all__ = ["LAYER_SPECS", "BadLevel", "BuildProgress", "BuildReport", "NoGeometry", "Tiles3DError",
-           "Tiles3DSettings", "UnknownLayer", "build_tileset"]
+__all__ = ["LAYER_SPECS", "BadLevel", "BuildProgress", "BuildReport", "Cell", "NoGeometry", "Selection", "TileContent",
+           "Tiles3DError", "Tiles3DSettings", "UnknownLayer", "build_tileset", "check_request", "tile_content"]
