@@ -54,6 +54,23 @@ def new_database(postgis_server, tmp_path_factory):
     return make
 
 
+@pytest.fixture(params=BACKENDS)
+def db(request, new_database, tmp_path, monkeypatch):
+    """An empty CIM database (schema at head) on each backend, with a data dir of its own (ingest, export)."""
+    from cim.db import schema
+    from cim.db.engine import open_engine
+    from cim.settings import get_settings
+
+    url = new_database(request.param)
+    engine = open_engine(url, create=True)
+    schema.init(engine, 4550, 5737)
+    monkeypatch.setenv("CIM_DATA_DIR", str(tmp_path / "data"))
+    get_settings.cache_clear()
+    yield engine
+    engine.dispose()
+    get_settings.cache_clear()
+
+
 def run_cim(*args: str, env: dict[str, str] | None = None, check: bool = False) -> subprocess.CompletedProcess:
     """The real command line, in a subprocess."""
     proc = subprocess.run([sys.executable, "-m", "cim.cli", *args], capture_output=True, text=True,

@@ -14,14 +14,12 @@ import pyogrio
 import pytest
 import shapely
 
-from cim.db import schema
-from cim.db.engine import open_engine
 from cim.export import ExportError, export
 from cim.ingest.cityjson import read_cityjson
 from cim.ingest.load import LoadOptions, load_files
 from cim.ingest.place import Anchor
 
-from .conftest import BACKENDS, ROOT, run_cim
+from .conftest import ROOT, run_cim
 
 SHARED = ROOT.parent / "shared" / "datasets" / "cityjson"
 # where the samples are moved to: Benxi, EPSG:4550 (x = easting, y = northing)
@@ -40,20 +38,6 @@ def in_benxi(source: Path, target: Path) -> Path:
     else:
         target.write_text(json.dumps(header), encoding="utf-8")
     return target
-
-
-@pytest.fixture(params=BACKENDS)
-def db(request, new_database, tmp_path, monkeypatch):
-    url = new_database(request.param)
-    engine = open_engine(url, create=True)
-    schema.init(engine, 4550, 5737)
-    monkeypatch.setenv("CIM_DATA_DIR", str(tmp_path / "data"))
-    from cim.settings import get_settings
-
-    get_settings.cache_clear()
-    yield engine
-    engine.dispose()
-    get_settings.cache_clear()
 
 
 def every_lod(path: Path) -> dict[str, dict]:

@@ -17,14 +17,13 @@ from sqlalchemy import func, select
 from cim.crs.registry import CRS84_URI, default_registry
 from cim.crs.transform import transform
 from cim.db import schema
-from cim.db.engine import open_engine
 from cim.geometry import consistently_oriented, is_closed_shell
 from cim.ingest.cityjson import lod_level, read_cityjson
 from cim.ingest.load import LoadError, LoadOptions, load_files, public_uid
 from cim.ingest.model import ReadError
 from cim.ingest.place import Anchor
 
-from .conftest import BACKENDS, ROOT, run_cim
+from .conftest import ROOT, run_cim
 
 SHARED = ROOT.parent / "shared" / "datasets"
 MULTI_LOD = SHARED / "cityjson" / "3dbag_multi_lod.city.json"
@@ -32,21 +31,6 @@ DELFT = SHARED / "cityjson" / "delft.city.json"
 SEQ = SHARED / "cityjson" / "3dbag_tile_901_trimmed.city.jsonl"
 SURVEY = ROOT / "tests" / "data" / "survey"
 ANCHOR = Anchor(123.77, 41.30, 180.0, 15.0)
-
-
-@pytest.fixture(params=BACKENDS)
-def db(request, new_database, tmp_path, monkeypatch):
-    """An empty CIM database (schema at head) and a data dir of its own."""
-    url = new_database(request.param)
-    engine = open_engine(url, create=True)
-    schema.init(engine, 4550, 5737)
-    monkeypatch.setenv("CIM_DATA_DIR", str(tmp_path / "data"))
-    from cim.settings import get_settings
-
-    get_settings.cache_clear()
-    yield engine
-    engine.dispose()
-    get_settings.cache_clear()
 
 
 def state(engine) -> dict[str, int]:

@@ -10,11 +10,10 @@ import pytest
 from sqlalchemy import func, select
 
 from cim.db import schema
-from cim.db.engine import open_engine
 from cim.ingest.load import LoadError, LoadOptions, load_files
 from cim.ingest.place import Anchor
 
-from .conftest import BACKENDS, ROOT
+from .conftest import ROOT
 
 DATASETS = ROOT.parent / "shared" / "datasets"
 FZK_IFC = DATASETS / "ifc" / "AC20-FZK-Haus.ifc"
@@ -23,20 +22,6 @@ DRAINAGE = DATASETS / "ifc43" / "DrainageSystem-1-2.hdr-IFC4X3_ADD2.ifc"
 FZK_LOD3 = DATASETS / "citygml" / "fzk_haus_lod3_citygml2.gml"
 TUM = DATASETS / "citygml" / "tum_main_entrance_lod2_citygml3.gml"
 HERE = Anchor(123.77, 41.30, 180.0, 0.0)
-
-
-@pytest.fixture(params=BACKENDS)
-def db(request, new_database, tmp_path, monkeypatch):
-    url = new_database(request.param)
-    engine = open_engine(url, create=True)
-    schema.init(engine, 4550, 5737)
-    monkeypatch.setenv("CIM_DATA_DIR", str(tmp_path / "data"))
-    from cim.settings import get_settings
-
-    get_settings.cache_clear()
-    yield engine
-    engine.dispose()
-    get_settings.cache_clear()
 
 
 def classes(engine, dataset: str) -> Counter:
