@@ -33,21 +33,8 @@ CJDB_PINS=(
   "requests==2.34.2"
 )
 
-python_ok() {
-  "$1" -c 'import sys, venv, ensurepip; sys.exit(0 if sys.version_info >= (3, 10) else 1)' >/dev/null 2>&1
-}
-
-find_python() {
-  local c
-  shopt -s nullglob
-  for c in "${CIM_PYTHON:-}" python3.12 /usr/local/bin/python3.12 \
-           "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.12*/bin/python /root/.pyenv/versions/3.12*/bin/python \
-           python3 /usr/bin/python3; do
-    [ -n "$c" ] || continue
-    if command -v "$c" >/dev/null 2>&1 && python_ok "$c"; then command -v "$c"; return 0; fi
-  done
-  return 1
-}
+# python_ok, find_python: the same search as scripts/install.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../scripts/python.sh"
 
 STAMP="$VENV/.pins"
 WANT="$(printf '%s\n' "${CJDB_PINS[@]}")"
@@ -55,7 +42,7 @@ if [ -x "$VENV/bin/cjdb" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]
   log "cjdb: $("$VENV/bin/cjdb" --version) (up to date in $VENV)"
   exit 0
 fi
-PY="$(find_python)" || die "no Python >= 3.10 found (set CIM_PYTHON)"
+PY="$(find_python)" || die "no Python >= 3.12 with venv found; set CIM_PYTHON"
 log "building $VENV with $PY ($("$PY" --version 2>&1))"
 rm -rf "$VENV"
 "$PY" -m venv "$VENV"

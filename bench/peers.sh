@@ -45,22 +45,8 @@ TIPG_PINS=(
   "uvicorn[standard]==0.54.0"
 )
 
-python_ok() {  # a Python >= 3.12 that can build a venv with pip
-  "$1" -c 'import sys, venv, ensurepip; sys.exit(0 if sys.version_info >= (3, 12) else 1)' >/dev/null 2>&1
-}
-
-find_python() {  # the same search order as scripts/install.sh
-  local c
-  shopt -s nullglob
-  for c in "${CIM_PYTHON:-}" python3.12 /usr/local/bin/python3.12 \
-           "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.12*/bin/python /root/.pyenv/versions/3.12*/bin/python \
-           python3 python3.13 python3.14 /usr/local/bin/python3.1[3-9] /usr/bin/python3.1[2-9] \
-           "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.1[3-9]*/bin/python; do
-    [ -n "$c" ] || continue
-    if command -v "$c" >/dev/null 2>&1 && python_ok "$c"; then command -v "$c"; return 0; fi
-  done
-  return 1
-}
+# python_ok, find_python: the same search as scripts/install.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../scripts/python.sh"
 
 # make_venv DIR IMPORT_CHECK PIN...: (re)creates DIR unless its stamp matches the pins and the check imports.
 make_venv() {
