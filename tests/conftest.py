@@ -71,6 +71,32 @@ def db(request, new_database, tmp_path, monkeypatch):
     get_settings.cache_clear()
 
 
+def geoid_anomaly(lon, lat):
+    """The made-up height anomaly of the tests' geoid grid: ~12.7 m at Benxi, varying linearly (so
+    bilinear interpolation reproduces it exactly)."""
+    import numpy as np
+
+    return 12.7 + 0.5 * (np.asarray(lon) - 123.0) - 0.3 * (np.asarray(lat) - 41.0)
+
+
+@pytest.fixture(scope="session")
+def geoid_grid(tmp_path_factory) -> Path:
+    """A GTX grid of :func:`geoid_anomaly` over Benxi (lower-left origin, rows south to north, big-endian
+    float32): no real 1985 geoid grid is available offline."""
+    import struct
+
+    import numpy as np
+
+    lat0, lon0, step, rows, cols = 40.5, 123.0, 0.1, 15, 30
+    lat = lat0 + step * np.arange(rows)[:, None]
+    lon = lon0 + step * np.arange(cols)[None, :]
+    path = tmp_path_factory.mktemp("geoid") / "benxi_test.gtx"
+    with open(path, "wb") as fh:
+        fh.write(struct.pack(">4d2i", lat0, lon0, step, step, rows, cols))
+        fh.write(geoid_anomaly(lon, lat).astype(">f4").tobytes())
+    return path
+
+
 def run_cim(*args: str, env: dict[str, str] | None = None, check: bool = False) -> subprocess.CompletedProcess:
     """The real command line, in a subprocess."""
     proc = subprocess.run([sys.executable, "-m", "cim.cli", *args], capture_output=True, text=True,

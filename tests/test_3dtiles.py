@@ -37,7 +37,8 @@ from cim.tiles3d.geodesy import geodesy
 from cim.tiles3d.quadtree import Cell
 from cim.tiles3d.source import Selection
 from cim.tiles3d.specs import check_request
-from tests.conftest import ROOT, SHARED, run_cim
+
+from tests.conftest import ROOT, SHARED, geoid_anomaly, run_cim
 
 SPECS = SHARED / "specs" / "3d-tiles-1.1"
 VALIDATOR = ROOT / "tests" / "js" / "validate-gltf.mjs"
@@ -58,24 +59,6 @@ ECEF_TO_GEODETIC = Transformer.from_crs("EPSG:4978", "EPSG:4979", always_xy=True
 GK_TO_LONLAT = Transformer.from_crs("EPSG:4550", "EPSG:4490", always_xy=True)
 LONLAT_H_TO_ECEF = Transformer.from_crs("EPSG:4979", "EPSG:4978", always_xy=True)
 ECEF_TO_GK = Transformer.from_crs("EPSG:4978", "EPSG:4550", always_xy=True)
-
-
-def anomaly(lon, lat):
-    """The made-up height anomaly of the test grid: ~12.7 m at Benxi, bilinear-exact."""
-    return 12.7 + 0.5 * (np.asarray(lon) - 123.0) - 0.3 * (np.asarray(lat) - 41.0)
-
-
-@pytest.fixture(scope="module")
-def geoid_grid(tmp_path_factory) -> Path:
-    """A GTX grid over Benxi (lower-left origin, rows south to north, big-endian float32)."""
-    lat0, lon0, step, rows, cols = 40.5, 123.0, 0.1, 15, 30
-    lat = lat0 + step * np.arange(rows)[:, None]
-    lon = lon0 + step * np.arange(cols)[None, :]
-    path = tmp_path_factory.mktemp("geoid") / "benxi_3dtiles_test.gtx"
-    with open(path, "wb") as fh:
-        fh.write(struct.pack(">4d2i", lat0, lon0, step, step, rows, cols))
-        fh.write(anomaly(lon, lat).astype(">f4").tobytes())
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -440,7 +423,7 @@ def test_known_building_sits_on_its_footprint_with_geoid_heights(demo_db, engine
     corners = shapely.get_coordinates(footprint.exterior)[:-1]
     lon, lat = GK_TO_LONLAT.transform(corners[:, 0], corners[:, 1])
     for z in (row.min_z, row.max_z):  # ground and roof corners (a flat CIM2 roof)
-        h = z + anomaly(lon, lat)
+        h = z + geoid_anomaly(lon, lat)
         want = np.column_stack(LONLAT_H_TO_ECEF.transform(lon, lat, h))
         gaps = np.linalg.norm(want[:, None, :] - ecef[None, :, :], axis=2).min(axis=1)
         assert gaps.max() < 0.05, f"{row.uid}: corner off by {gaps.max():.3f} m"
