@@ -11,11 +11,7 @@ from typing import Any
 import numpy as np
 import shapely
 
-__all__ = ["Faces", "close_open_base", "consistently_oriented", "face_problems", "is_closed_shell", "newell_normal", "surface_footprint"]
-
-
-def _rings(polygon: Any) -> list[np.ndarray]:
-    return [np.asarray(polygon.exterior.coords)] + [np.asarray(r.coords) for r in polygon.interiors]
+__all__ = ["Faces", "close_open_base", "consistently_oriented", "face_problems", "is_closed_shell", "surface_footprint"]
 
 
 class Faces:
@@ -94,19 +90,20 @@ def _odd_edges(geom: Any, decimals: int, faces: "Faces | None" = None) -> np.nda
     return (unique[counts % 2 == 1].reshape(-1, 2, 3) / scale)
 
 
-def close_open_base(geom: Any, decimals: int = 3) -> tuple[Any, int]:
+def close_open_base(geom: Any, decimals: int = 3, faces: Faces | None = None) -> tuple[Any, int]:
     """(geometry, faces added): a shell open only at its flat base, as LOD1 extrusions without a ground
     face are (TU Delft's Delft model), closed with the ground face(s) its base edges outline, facing down;
     base vertices less than 1 cm apart in height at one plan position are snapped to the lowest.
-    Anything else comes back unchanged with 0: the closed-solid rule then judges it."""
+    Anything else comes back unchanged with 0: the closed-solid rule then judges it. ``faces``: the
+    geometry's :class:`Faces`, if the caller has them."""
     if (geom is None or geom.geom_type != "MultiPolygon" or geom.is_empty or not shapely.has_z(geom)
-            or is_closed_shell(geom, decimals)):
+            or is_closed_shell(geom, decimals, faces)):
         return geom, 0
     original = geom
-    z0 = float(shapely.get_coordinates(geom, include_z=True)[:, 2].min())
+    coords = shapely.get_coordinates(geom, include_z=True)
+    z0 = float(coords[:, 2].min())
     flat = 0.01  # a base is flat within a centimetre (placed on the ellipsoid, it is not exactly flat)
     # walls whose bottoms differ by millimetres at one corner (Delft has 1 cm steps) meet at the lowest
-    coords = shapely.get_coordinates(geom, include_z=True)
     low = np.abs(coords[:, 2] - z0) < flat
     keys = list(map(tuple, np.round(coords[low, :2], decimals)))
     vertices: dict[tuple, np.ndarray] = {}  # the base's own vertices by their rounded plan position
@@ -121,20 +118,23 @@ def close_open_base(geom: Any, decimals: int = 3) -> tuple[Any, int]:
             return out
 
         geom = shapely.transform(geom, snap, include_z=True)
-    odd = _odd_edges(geom, decimals)
+        faces = None
+    faces = faces or Faces(geom)
+    odd = _odd_edges(geom, decimals, faces)
     tol = 2 * 10.0 ** -decimals
     base = odd[(np.abs(odd[:, 0, 2] - z0) < flat) & (np.abs(odd[:, 1, 2] - z0) < flat)]
     if len(base) < 3:
         return original, 0
     lines = shapely.node(shapely.MultiLineString([edge[:, :2] for edge in base]))
-    faces = [f for f in shapely.get_parts(shapely.polygonize(shapely.get_parts(lines))) if f.area > 1e-6]
-    if not faces:
+    outlines = [f for f in shapely.get_parts(shapely.polygonize(shapely.get_parts(lines))) if f.area > 1e-6]
+    if not outlines:
         return original, 0
     # polygonize also returns what the outlines enclose but the building does not (a courtyard): a ground
-    # face lies under the building's roofs
-    plan = surface_footprint(shapely.MultiPolygon([p for p in geom.geoms if abs(newell_normal(_rings(p)[0])[2]) > 1e-9]))
+    # face lies under the building's roofs (its faces that are not vertical)
+    sloped = np.abs(faces.normals[faces.exterior][:, 2]) > 1e-9
+    plan = surface_footprint(shapely.MultiPolygon(list(shapely.get_parts(geom)[sloped])))
     added = []
-    for face in faces:
+    for face in outlines:
         if plan is None or not plan.buffer(tol).contains(face.representative_point()):
             continue
         face = shapely.geometry.polygon.orient(face, sign=-1.0)  # clockwise from above: its normal points down
@@ -155,13 +155,6 @@ def consistently_oriented(geom: Any, tolerance: float = 1e-6, faces: "Faces | No
     total = faces.normals.sum(axis=0)  # holes wind the other way: they subtract
     size = float(np.linalg.norm(faces.normals[faces.exterior], axis=1).sum())
     return size > 0 and float(np.linalg.norm(total)) <= tolerance * size + 1e-8
-
-
-def newell_normal(ring: np.ndarray) -> np.ndarray:
-    """The (unnormalised) normal of a 3D ring by Newell's method; its length is twice the ring's area."""
-    x, y, z = ring[:, 0], ring[:, 1], ring[:, 2]
-    x1, y1, z1 = np.roll(x, -1), np.roll(y, -1), np.roll(z, -1)
-    return np.array([((y - y1) * (z + z1)).sum(), ((z - z1) * (x + x1)).sum(), ((x - x1) * (y + y1)).sum()])
 
 
 def face_problems(geom: Any, min_area: float = 1e-6, faces: "Faces | None" = None) -> tuple[list[str], int]:

@@ -84,7 +84,7 @@ class RuleSet:
                     self._closed.add(id(geom))  # check() need not find it out again
                     out.append((level, geom, surfaces, *rest))
                     continue
-            closed, added = close_open_base(geom)
+            closed, added = close_open_base(geom, faces=self._faces.get(id(geom)))
             if added:
                 self._closed.add(id(closed))
                 notes = self.results["closed_solids"].notes
