@@ -44,6 +44,8 @@ from cim.db.models import LAYERS, CIMTables
 from cim.db.queries import FeatureQuery, area_filter, layer_properties, select_features
 from cim.db.schema import tables_for
 from cim.geometry import is_closed_shell
+from cim.ingest.cityjson import TYPED_ATTRIBUTES
+from cim.ingest.load import TYPED_COLUMNS
 
 __all__ = ["ExportError", "ExportReport", "export", "write_vector_layers"]
 
@@ -61,15 +63,11 @@ CITYJSON_TYPES = {
     "TINRelief", "WaterBody", "Road", "Railway", "Waterway", "TransportSquare", "Tunnel", "TunnelPart",
     "TunnelInstallation", "TunnelConstructiveElement", "TunnelHollowSpace", "TunnelFurniture",
 }
-# typed columns → the CityJSON attribute names the readers take them from (first one written on export)
-CITYJSON_NAMES = {
-    "height": ["measuredHeight"],
-    "year_built": ["yearOfConstruction", "oorspronkelijkbouwjaar", "oorspronkelijk_bouwjaar"],
-    "floors": ["storeysAboveGround"],
-    "usage": ["function", "usage"],
-}
-TYPED = ("usage", "floors", "height", "year_built", "district", "address", "pipe_kind", "diameter_mm", "material",
-         "depth_m", "owner", "laid_date")
+# typed columns → the CityJSON attribute names the reader takes them from (first one written on export)
+CITYJSON_NAMES: dict[str, list[str]] = {}
+for _name, (_column, _type) in TYPED_ATTRIBUTES.items():
+    CITYJSON_NAMES.setdefault(_column, []).append(_name)
+TYPED = tuple(c for c in TYPED_COLUMNS if c != "name")
 NOMINAL_LOD = {1: "0", 2: "1", 3: "2"}
 FORMATS = {".gpkg": "GPKG", ".fgb": "FlatGeobuf"}
 
