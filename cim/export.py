@@ -47,7 +47,7 @@ from cim.geometry import is_closed_shell
 from cim.ingest.cityjson import TYPED_ATTRIBUTES
 from cim.ingest.load import TYPED_COLUMNS
 
-__all__ = ["ExportError", "ExportReport", "export", "write_vector_layers"]
+__all__ = ["ExportError", "ExportReport", "export", "write_empty_layer", "write_vector_layers"]
 
 BATCH = 2_000  # objects per query
 
@@ -134,9 +134,7 @@ def export(engine: Engine, path: Path | str, layers: list[str] | None = None,
                     report.counts[layer] = n
                     report.objects += n
             if not partial.exists():  # nothing selected: an empty, valid file
-                pyogrio.raw.write(str(partial), np.array([], dtype=object), [np.array([], dtype=object)], ["id"],
-                                  layer=layers[0], driver=FORMATS[suffix], geometry_type="Unknown",
-                                  crs=out_crs.pyproj_crs.to_wkt())
+                write_empty_layer(partial, FORMATS[suffix], layers[0], out_crs)
         else:
             _write_cityjson(engine, t, partial, suffix == ".jsonl", layers, area, dataset_id, storage, out_crs,
                             report, progress)
@@ -211,6 +209,12 @@ def _one_type(geoms: np.ndarray) -> tuple[np.ndarray, str]:
     if len(names) == 1 and "Unknown" not in names:
         return geoms, f"{names.pop()}{z}"
     return geoms, "Unknown"
+
+
+def write_empty_layer(path: Path, driver: str, layer: str, out_crs: CRSInfo) -> None:
+    """A valid file with one empty layer (nothing was selected)."""
+    pyogrio.raw.write(str(path), np.array([], dtype=object), [np.array([], dtype=object)], ["id"], layer=layer,
+                      driver=driver, geometry_type="Unknown", crs=out_crs.pyproj_crs.to_wkt())
 
 
 def _column(values: list[Any], kind: str) -> np.ndarray:

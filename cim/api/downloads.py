@@ -14,8 +14,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pyogrio.raw
 from pygeoapi.process.base import BaseProcessor
 
 from cim.api.processes import InvalidProcessInput
@@ -23,7 +21,7 @@ from cim.api.provider import CIMProvider
 from cim.crs.registry import CRS84_URI, UnknownCRS, default_registry
 from cim.crs.transform import query_area
 from cim.db.models import LAYERS
-from cim.export import ExportError, write_vector_layers
+from cim.export import ExportError, write_empty_layer, write_vector_layers
 
 FORMATS = {"gpkg": ("GPKG", "application/geopackage+sqlite3", ".gpkg"),
            "fgb": ("FlatGeobuf", "application/flatgeobuf", ".fgb")}
@@ -95,7 +93,7 @@ class DownloadProcessor(BaseProcessor):
             for layer in layers:
                 total += self._write_layer(path, driver, layer, [float(v) for v in bbox], out_crs, level, total)
             if total == 0 and not path.exists():
-                self._write_empty(path, driver, layers[0], out_crs)
+                write_empty_layer(path, driver, layers[0], out_crs)
             return mime, path.read_bytes()
 
     def _write_layer(self, path: Path, driver: str, layer: str, bbox: list[float], out_crs, level, so_far: int) -> int:
@@ -110,13 +108,6 @@ class DownloadProcessor(BaseProcessor):
             raise InvalidProcessInput(user_msg=f"more than {self.max_features:,} features: narrow the bbox or "
                                                "the layers") from None
 
-    def _write_empty(self, path: Path, driver: str, layer: str, out_crs) -> None:
-        pyogrio.raw.write(str(path), np.array([], dtype=object), [np.array([], dtype=object)], ["id"], layer=layer,
-                          driver=driver, geometry_type="Unknown", crs=_crs_wkt(out_crs))
-
     def __repr__(self) -> str:
         return "<DownloadProcessor>"
 
-
-def _crs_wkt(info) -> str:
-    return info.pyproj_crs.to_wkt()
