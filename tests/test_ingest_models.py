@@ -65,6 +65,16 @@ def test_fzk_house_ifc(db):
     assert (levels["Space"], levels["Wall"], building.cim_level) == (5, 6, 6)
 
 
+def test_a_site_outside_the_city_needs_an_anchor(db):
+    """The FZK house's IfcSite is in Karlsruhe: placing it there is refused with a message naming the site and
+    --anchor, and nothing is written."""
+    before = rows(db)
+    with pytest.raises(LoadError, match=r"the model's site \(IfcSite latitude/longitude\) at lon 8\.4365\d+, lat "
+                                        r"49\.1004\d+ lies outside the storage CRS's area .* use --anchor"):
+        load_files(db, [FZK_IFC], LoadOptions(dataset="fzk"))
+    assert rows(db) == before
+
+
 def test_open_house_loads_whole(db):
     """IfcOpenHouse's roof and windows have no body of their own (their slabs, members and plates do):
     they load with their parts' plan view as footprint, and so do their parts."""
