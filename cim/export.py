@@ -40,7 +40,7 @@ from sqlalchemy import Engine, and_, func, or_, select
 
 from cim.crs.registry import CRS84_URI, CRSInfo, default_registry
 from cim.crs.transform import query_area, transform
-from cim.db.models import LAYERS, CIMTables
+from cim.db.models import LAYERS, OPS_LAYERS, CIMTables
 from cim.db.queries import FeatureQuery, area_filter, layer_properties, select_features
 from cim.db.schema import tables_for
 from cim.geometry import is_closed_shell
@@ -93,7 +93,7 @@ def export(engine: Engine, path: Path | str, layers: list[str] | None = None,
     the format follows the suffix (.city.json / .json, .jsonl, .gpkg, .fgb). The file appears whole or not
     at all (written beside it, then renamed)."""
     path = Path(path)
-    layers = list(layers or LAYERS)
+    layers = list(layers or [layer for layer in LAYERS if layer not in OPS_LAYERS])  # the city model
     unknown = [layer for layer in layers if layer not in LAYERS]
     if unknown:
         raise ExportError(f"unknown layer(s) {', '.join(unknown)}: one or more of {', '.join(LAYERS)}")

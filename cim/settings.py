@@ -111,6 +111,16 @@ class TilesSettings(BaseModel):
     layers: dict[str, TileLayerSettings] = Field(default_factory=dict)
 
 
+class OpsSettings(BaseModel):
+    """City operations (cim.ops): cases, their overlay on the CIM, vehicle tracks."""
+
+    # CRS84 west, south, east, north: cases and GPS fixes outside are refused (本溪市 with a margin)
+    city_bbox: tuple[float, float, float, float] = (123.5, 40.75, 125.85, 41.65)
+    overlay_max_cases: int = Field(default=10_000, ge=1)  # cases in one case-overlay request
+    overlay_radius_m: float = Field(default=50.0, gt=0)  # default search radius for related pipes and roads
+    tracks_max_rows: int = Field(default=1_000_000, ge=1)  # GPS fixes in one load (file or HTTP body)
+
+
 class LocalCRS(BaseModel):
     """A city's own coordinate system (城市独立坐标系); its parameters come from the operator, never from code."""
 
@@ -141,6 +151,7 @@ class Settings(BaseSettings):
     demo: DemoSettings = Field(default_factory=DemoSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     tiles: TilesSettings = Field(default_factory=TilesSettings)
+    ops: OpsSettings = Field(default_factory=OpsSettings)
     # numberMatched on items pages: an exact count per request, or (False) omitted where counting a large
     # layer costs too much; paging links do not depend on it. Counting stops at count_limit: beyond it
     # numberMatched is omitted (a page that holds every match is counted for free).

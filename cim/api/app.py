@@ -21,6 +21,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Scope
 from sqlalchemy import Engine
 
+from cim.api.cases import CONFORMANCE as CASES_CONFORMANCE, CaseEndpoints
 from cim.api.config import STATIC_URL, prepare
 from cim.api.features import CollectionCRSMetadata, FeaturesEndpoint
 from cim.api.middleware import BodyRewriter, OfflineAssets
@@ -91,6 +92,7 @@ def create_app() -> Starlette:
     app = Starlette(routes=[
         Route("/healthz", healthz),
         Mount(STATIC_URL, app=StaticFiles(directory=STATIC_DIR), name="cim-static"),
+        *CaseEndpoints(_database, url, settings.ops).routes(),  # before the read routes of the same paths
         Route("/collections/{collection}/items", FeaturesEndpoint(pygeoapi_app, layers, url, limits, single=False)),
         Route("/collections/{collection}/items/{feature}",
               FeaturesEndpoint(pygeoapi_app, layers, url, limits, single=True)),
@@ -99,7 +101,7 @@ def create_app() -> Starlette:
     ])
     # the last added runs outermost: gzip must see the bodies the rewriting middlewares produce
     app.add_middleware(OfflineAssets)
-    app.add_middleware(Conformance, classes=TILES_CONFORMANCE)
+    app.add_middleware(Conformance, classes=TILES_CONFORMANCE + CASES_CONFORMANCE)
     app.add_middleware(CollectionCRSMetadata, layers=set(layers), storage_srid=settings.storage_crs)
     app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=5)  # level 9 cost 23 ms on 800 KB
     # pygeoapi, pyproj and the app leave ~1M long-lived objects that every full collection walked again:

@@ -66,6 +66,10 @@ def pygeoapi_config(settings: Settings, engine: Engine) -> dict[str, Any]:
     jobs.mkdir(parents=True, exist_ok=True)
     server["manager"] = {"name": "TinyDB", "connection": str(jobs / "jobs.json"), "output_dir": str(jobs)}
     extents = layer_extents(engine)
+    # an empty layer (no cases yet): the extent of the city model's data, where its objects will be
+    boxes = [e["spatial"]["bbox"] for e in extents.values()]
+    city = ([min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)]
+            if boxes else [123.5, 41.0, 124.0, 41.5])
     resources = cfg.setdefault("resources", {})
     for name, res in resources.items():
         for p in res.get("providers", []):
@@ -77,8 +81,8 @@ def pygeoapi_config(settings: Settings, engine: Engine) -> dict[str, Any]:
                      "title": "Vector tiles (Mapbox Vector Tiles)", "href": f"{settings.url}/collections/{name}/tiles"})
                 if layer in extents:
                     res["extents"] = extents[layer]
-                else:  # an empty layer: pygeoapi needs an extent; the demo's frame is as good as any
-                    res.setdefault("extents", {"spatial": {"bbox": [123.5, 41.0, 124.0, 41.5]}})
+                else:  # an empty layer: pygeoapi needs an extent
+                    res.setdefault("extents", {"spatial": {"bbox": city}})
     return cfg
 
 

@@ -43,6 +43,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from cim.api.cases import item_etag
 from cim.api.middleware import BodyRewriter
 from cim import __version__
 from cim.api.provider import CIMProvider, database_id, parse_interval, typed_equals
@@ -327,6 +328,8 @@ class FeaturesEndpoint:
         media_type = JSONFG if fg else GEOJSON
         with provider.engine.connect() as conn:
             etag = self._validator(conn, provider, request, media_type)
+            if provider.layer == "cases":  # edited in place: a strong per-case ETag for If-Match (cim.api.cases)
+                etag = item_etag(conn, provider.tables, fid, etag) or etag
             headers = {"Content-Crs": f"<{out_crs.uri}>", "ETag": etag, "Cache-Control": CACHE_CONTROL}
             if not_modified(request, etag):
                 return Response(status_code=HTTPStatus.NOT_MODIFIED, headers=headers)

@@ -53,6 +53,7 @@ FIELD_TYPES: dict[str, dict[str, str]] = {
     "diameter_mm": {"type": "number"}, "material": {"type": "string"}, "depth_m": {"type": "number"},
     "owner": {"type": "string"}, "laid_date": {"type": "string", "format": "date"},
     "source_id": {"type": "string"}, "min_z": {"type": "number"}, "max_z": {"type": "number"},
+    "case_type": {"type": "string"}, "case_status": {"type": "string"}, "revision": {"type": "integer"},
     "valid_from": {"type": "string", "format": "date-time"}, "valid_to": {"type": "string", "format": "date-time"},
 }
 

@@ -79,7 +79,9 @@ def _on_spatialite_connect(dbapi_conn: Any, _record: Any) -> None:
 
 
 def _on_spatialite_begin(conn: Any) -> None:
-    conn.exec_driver_sql("BEGIN")
+    # A read-then-write transaction (a compare-and-set) must take the write lock first: a deferred one that
+    # read before another writer committed fails with SQLITE_BUSY instead of waiting (WAL snapshots).
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("write_lock") else "BEGIN")
 
 
 def open_engine(url: str, *, create: bool = False, pool_size: int = 5) -> Engine:

@@ -46,7 +46,13 @@ LAYERS: dict[str, str] = {
     "roads": "Roads (道路)",
     "bridges": "Bridges (桥梁)",
     "terrain": "Terrain (地形)",
+    # city operations (城市运行管理服务): written through the API and `cim tracks load`, not by `cim load`
+    "cases": "Cases of the city operations platform (城运案件: 部件/事件)",
+    "vehicle-tracks": "Vehicle GPS tracks (车辆轨迹: sanitation, construction waste), one per vehicle and day",
+    "vehicle-positions": "Last known position of each vehicle (车辆最新位置)",
 }
+# layers that hold operations data rather than the city model (left out of model exports)
+OPS_LAYERS = ("cases", "vehicle-tracks", "vehicle-positions")
 
 # Class → layer. Any other class may be stored; these are the ones the service knows by name.
 CLASS_LAYER: dict[str, str] = {
@@ -65,6 +71,9 @@ CLASS_LAYER: dict[str, str] = {
     "Road": "roads",
     "Bridge": "bridges",
     "TINRelief": "terrain",
+    "Case": "cases",
+    "VehicleTrack": "vehicle-tracks",
+    "VehiclePosition": "vehicle-positions",
 }
 
 # 管线种类 (pipeline kinds, GB/T codes): 给水, 雨水, 污水 (排水 PS split), 燃气, 热力, 电力, 通信.
@@ -94,6 +103,7 @@ class CIMTables:
     raster_layer: Table
     layer_version: Table
     city_object_other_lod: Table
+    case_history: Table
 
 
 def build_tables(srid: int) -> CIMTables:
@@ -160,6 +170,9 @@ def build_tables(srid: int) -> CIMTables:
         Column("depth_m", Float, comment="埋深"),
         Column("owner", String(64), comment="权属单位"),
         Column("laid_date", Date, comment="埋设日期"),
+        Column("case_type", String(16), comment="案件类型代码 (cim.ops.cases.CASE_TYPES)"),
+        Column("case_status", String(16), comment="案件状态 (cim.ops.cases.CASE_STATUSES)"),
+        Column("revision", Integer, comment="version of an object edited in place (cases): optimistic locking"),
         Column("attributes", Json, comment="every other attribute"),
         # 2D footprint (what spatial filters use), height envelope
         Column("geom", Geometry("GEOMETRY", srid=srid, spatial_index=True)),
@@ -232,8 +245,23 @@ def build_tables(srid: int) -> CIMTables:
         PrimaryKeyConstraint("object_id", "lod"),
     )
 
+    # Every version of every case (城运案件), the first included; a deletion leaves a last version marked
+    # "delete". Cases themselves are city objects of the layer "cases".
+    case_history = Table(
+        "case_history",
+        md,
+        Column("id", BigId, primary_key=True),
+        Column("case_uid", String(64), nullable=False),
+        Column("revision", Integer, nullable=False),
+        Column("operation", String(8), nullable=False, comment="create, replace, update, delete"),
+        Column("changed_at", DateTime(timezone=True), nullable=False),
+        Column("properties", Json, nullable=False, comment="the case's properties as of this version"),
+        Column("geom", Geometry("POINT", srid=srid, spatial_index=False)),
+        Index("ix_case_history_case", "case_uid", "revision", unique=True),
+    )
+
     return CIMTables(md, meta, dataset, import_run, city_object, city_object_geometry, raster_layer, layer_version,
-                     city_object_other_lod)
+                     city_object_other_lod, case_history)
 
 
 @lru_cache(maxsize=8)

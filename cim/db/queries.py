@@ -45,6 +45,9 @@ LAYER_FIELDS: dict[str, tuple[str, ...]] = {
     "roads": (),
     "bridges": ("height", "year_built"),
     "terrain": (),
+    "cases": ("case_type", "case_status", "revision", "address"),
+    "vehicle-tracks": ("usage",),  # name: the vehicle (plate number); usage: 环卫 sanitation, 渣土 construction waste
+    "vehicle-positions": ("usage",),
 }
 # property name → column name where they differ
 PROPERTY_COLUMN = {"class": "object_class"}

@@ -59,12 +59,23 @@ def _v5_source_lods(conn: Connection, t: CIMTables) -> None:
     t.city_object_other_lod.create(conn)
 
 
+def _v6_operations(conn: Connection, t: CIMTables) -> None:
+    """City operations: case type, status and revision on city objects (cases are objects of the layer
+    "cases"), and the history of every case version."""
+    have = {c["name"] for c in inspect(conn).get_columns("city_object")}
+    for name, kind in (("case_type", "VARCHAR(16)"), ("case_status", "VARCHAR(16)"), ("revision", "INTEGER")):
+        if name not in have:  # step 1 of a new database already made them
+            conn.execute(text(f"ALTER TABLE city_object ADD COLUMN {name} {kind}"))
+    t.case_history.create(conn)
+
+
 STEPS: dict[int, Callable[[Connection, CIMTables], None]] = {
     1: _v1_core,
     2: _v2_rasters_and_validity,
     3: _v3_layer_versions,
     4: _v4_layer_spatial_index,
     5: _v5_source_lods,
+    6: _v6_operations,
 }
 HEAD = max(STEPS)
 

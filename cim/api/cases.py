@@ -1,0 +1,137 @@
+"""OGC API – Features Part 4 on the ``cases`` collection: create, replace, update (merge patch), delete.
+
+Reads (items, bbox, datetime, filter, single items) are the ordinary feature routes; a single case's ETag is
+``"r<revision>-<variant>"`` (:func:`item_etag`), and writes need it back in ``If-Match`` (428 without, 412
+when stale). ``Content-Crs`` (or a ``crs`` member) names the CRS of a location, GCJ-02 included. Every
+version is kept: ``/collections/cases/items/{id}/history``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any
+
+from sqlalchemy import Connection, Engine
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from cim.db.models import CIMTables
+from cim.ops import cases
+from cim.ops.cases import CaseError
+from cim.settings import OpsSettings
+
+ITEMS = "/collections/cases/items"
+CONFORMANCE = [
+    "http://www.opengis.net/spec/ogcapi-features-4/1.0/conf/create-replace-delete",
+    "http://www.opengis.net/spec/ogcapi-features-4/1.0/conf/update",
+    "http://www.opengis.net/spec/ogcapi-features-4/1.0/conf/features",
+]
+MAX_BODY = 64 * 1024  # a case is a point and a few properties
+
+
+def item_etag(conn: Connection, t: CIMTables, uid: str, variant: str) -> str | None:
+    """The strong ETag of one case's representation (None for no such case): its revision, which If-Match
+    compares, and a digest of the representation (CRS, format) so that variants differ."""
+    revision = cases.revision_of(conn, t, uid)
+    if revision is None:
+        return None
+    return f'"r{revision}-{hashlib.blake2b(variant.encode(), digest_size=4).hexdigest()}"'
+
+
+def _error(exc: CaseError) -> Response:
+    body = {"code": exc.code, "description": str(exc), "reasons": exc.reasons}
+    return Response(json.dumps(body, ensure_ascii=False), status_code=exc.status, media_type="application/json")
+
+
+class CaseEndpoints:
+    """The write routes and the history route of the ``cases`` collection."""
+
+    def __init__(self, database: Callable[[], tuple[Engine, CIMTables]], base_url: str, settings: OpsSettings) -> None:
+        self.database, self.base_url, self.settings = database, base_url.rstrip("/"), settings
+
+    def routes(self) -> list[Route]:
+        return [Route(ITEMS, self.create, methods=["POST"]),
+                Route(ITEMS + "/{feature}", self.modify, methods=["PUT", "PATCH", "DELETE"]),
+                Route(ITEMS + "/{feature}/history", self.history, methods=["GET"])]
+
+    async def _body(self, request: Request) -> Any:
+        raw = await request.body()
+        if len(raw) > MAX_BODY:
+            raise CaseError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "PayloadTooLarge",
+                            [f"body: {len(raw):,} bytes, at most {MAX_BODY:,}"])
+        kind = request.headers.get("content-type", "application/json").split(";")[0].strip()
+        if kind not in ("application/json", "application/geo+json", "application/merge-patch+json"):
+            raise CaseError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType",
+                            [f"Content-Type: {kind}; send application/geo+json"])
+        try:
+            return json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise cases.invalid(f"body: not JSON ({exc})") from None
+
+    @staticmethod
+    def _content_crs(request: Request) -> str | None:
+        value = request.headers.get("content-crs")
+        return value.strip().strip("<>").strip() if value else None
+
+    def _write(self, fn: Callable[[Connection, CIMTables], Any]) -> Any:
+        engine, t = self.database()
+        with engine.connect() as conn:
+            conn.execution_options(write_lock=True)  # SpatiaLite: BEGIN IMMEDIATE (cim.db.engine)
+            with conn.begin():
+                return fn(conn, t)
+
+    async def create(self, request: Request) -> Response:
+        try:
+            doc, crs = await self._body(request), self._content_crs(request)
+            uid, revision = await run_in_threadpool(self._create, doc, crs)
+        except CaseError as exc:
+            return _error(exc)
+        return Response(status_code=HTTPStatus.CREATED,
+                        headers={"Location": f"{self.base_url}{ITEMS}/{uid}", "ETag": f'"r{revision}"'})
+
+    def _create(self, doc: Any, crs: str | None) -> tuple[str, int]:
+        _, t = self.database()
+        case = cases.parse_case(doc, crs, t.city_object.c.geom.type.srid, self.settings.city_bbox)
+        return self._write(lambda conn, t: cases.create(conn, t, case))
+
+    async def modify(self, request: Request) -> Response:
+        uid = request.path_params["feature"]
+        try:
+            if_match = cases.etag_revision(request.headers.get("if-match"))
+            if request.method == "DELETE":
+                await run_in_threadpool(self._write, lambda conn, t: cases.delete(conn, t, uid, if_match))
+                return Response(status_code=HTTPStatus.NO_CONTENT)
+            doc, crs = await self._body(request), self._content_crs(request)
+            revision = await run_in_threadpool(self._modify, request.method, uid, doc, crs, if_match)
+        except CaseError as exc:
+            return _error(exc)
+        return Response(status_code=HTTPStatus.NO_CONTENT, headers={"ETag": f'"r{revision}"'})
+
+    def _modify(self, method: str, uid: str, doc: Any, crs: str | None, if_match: int | None) -> int:
+        _, t = self.database()
+        srid = t.city_object.c.geom.type.srid
+        if method == "PUT":
+            case = cases.parse_case(doc, crs, srid, self.settings.city_bbox, uid)
+            return self._write(lambda conn, t: cases.replace(conn, t, uid, case, if_match))
+        return self._write(lambda conn, t: cases.update(conn, t, uid, doc, crs, if_match, srid, self.settings.city_bbox))
+
+    async def history(self, request: Request) -> Response:
+        uid = request.path_params["feature"]
+        engine, t = self.database()
+
+        def read() -> list[dict[str, Any]]:
+            with engine.connect() as conn:
+                return cases.history(conn, t, uid)
+
+        versions = await run_in_threadpool(read)
+        if not versions:
+            return _error(CaseError(HTTPStatus.NOT_FOUND, "NotFound", [f"no case {uid!r} (ever)"]))
+        body = {"type": "FeatureCollection", "features": versions, "numberReturned": len(versions),
+                "links": [{"rel": "self", "type": "application/geo+json", "href": f"{self.base_url}{ITEMS}/{uid}/history"},
+                          {"rel": "about", "type": "application/geo+json", "href": f"{self.base_url}{ITEMS}/{uid}"}]}
+        return Response(json.dumps(body, ensure_ascii=False), media_type="application/geo+json")
