@@ -57,7 +57,8 @@ class CaseEndpoints:
     def routes(self) -> list[Route]:
         return [Route(ITEMS, self.create, methods=["POST"]),
                 Route(ITEMS + "/{feature}", self.modify, methods=["PUT", "PATCH", "DELETE"]),
-                Route(ITEMS + "/{feature}/history", self.history, methods=["GET"])]
+                Route(ITEMS + "/{feature}/history", self.history, methods=["GET"]),
+                Route(ITEMS + "/{feature}/related", self.related, methods=["GET"])]
 
     async def _body(self, request: Request) -> Any:
         raw = await request.body()
@@ -135,3 +136,27 @@ class CaseEndpoints:
                 "links": [{"rel": "self", "type": "application/geo+json", "href": f"{self.base_url}{ITEMS}/{uid}/history"},
                           {"rel": "about", "type": "application/geo+json", "href": f"{self.base_url}{ITEMS}/{uid}"}]}
         return Response(json.dumps(body, ensure_ascii=False), media_type="application/geo+json")
+
+    async def related(self, request: Request) -> Response:
+        """The case-overlay result of one case: its related CIM objects and viewpoint."""
+        from cim.api.overlay import run_overlay
+        from cim.api.processes import InvalidProcessInput
+
+        uid = request.path_params["feature"]
+        params = dict(request.query_params)
+        data: dict[str, Any] = {"ids": [uid]}
+        try:
+            if "radius_m" in params:
+                data["radius_m"] = float(params.pop("radius_m"))
+            params.pop("f", None)
+            if params:
+                raise cases.invalid(f"unknown query parameters: {', '.join(sorted(params))}")
+            result = await run_in_threadpool(run_overlay, data, self.base_url)
+        except ValueError:
+            return _error(cases.invalid("radius_m: a number of metres"))
+        except CaseError as exc:
+            return _error(exc)
+        except InvalidProcessInput as exc:
+            status = HTTPStatus.NOT_FOUND if "no such cases" in str(exc.user_msg) else HTTPStatus.BAD_REQUEST
+            return _error(CaseError(status, "NotFound" if status == 404 else "InvalidParameterValue", [str(exc.user_msg)]))
+        return Response(json.dumps(result["cases"][0], ensure_ascii=False), media_type="application/json")

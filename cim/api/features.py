@@ -348,6 +348,10 @@ class FeaturesEndpoint:
                             _link("alternate", "text/html", url, params + [("f", "html")]),
                             {"rel": "collection", "type": "application/json",
                              "href": f"{self.base_url}/collections/{collection}"}]
+        if provider.layer == "cases":  # the CIM objects related to the case, and its versions (cim.api.cases)
+            feature["links"] += [{"rel": "related", "type": "application/json", "title": "Related CIM objects",
+                                  "href": f"{url}/related"},
+                                 {"rel": "version-history", "type": GEOJSON, "href": f"{url}/history"}]
         return Response(json.dumps(feature, ensure_ascii=False), media_type=media_type, headers=headers)
 
 
