@@ -483,3 +483,131 @@ def test_gdal_reads_a_tile_in_place(http, tmp_path, central_buildings):
     assert uid in features
     outline = shapely.geometry.shape(features[uid]["geometry"])
     assert outline.buffer(2e-5).contains(shapely.Point(lon, lat))  # within about 2 m
+
+
+# ---------------------------------------------------------------------------------------------- combined
+
+
+def layers_of(content: bytes) -> dict[str, dict[str, dict]]:
+    """A multi-layer tile: layer name → {public id: attributes}."""
+    doc = mapbox_vector_tile.decode(content)
+    return {name: {f["properties"]["id"]: f["properties"] for f in layer["features"]} for name, layer in doc.items()}
+
+
+@pytest.mark.parametrize("tms_id", list(SETS))
+def test_combined_tile_holds_each_collections_tile(http, engine, tms_id):
+    """One MVT layer per collection in its zoom range, each the same features and attributes as the
+    collection's own tile (itself checked against the database above); buildings checked here too."""
+    matrix, srid = SETS[tms_id]
+    tile = tile_of(tms_id, matrix, *CENTRE)
+    r = http.get(f"/tiles/{tms_id}/{tile.z}/{tile.y}/{tile.x}")
+    assert r.status_code == 200 and r.headers["content-type"] == MVT
+    combined = layers_of(r.content)
+    zoom = zoom_of(tms_id, matrix)
+    expected_layers = {c for c in ("buildings", "building-components", "pipelines", "pipe-nodes", "roads",
+                                   "bridges", "terrain") if rules(c).min_zoom <= zoom <= rules(c).max_zoom}
+    own = {}
+    for layer in expected_layers:
+        one = http.get(tile_url(layer, tms_id, tile))
+        if one.status_code == 200:
+            own[layer] = {uid: f["properties"] for uid, f in decode(one.content, layer).items()}
+    assert {"buildings", "pipelines", "roads"} <= set(own)
+    assert set(combined) == set(own)
+    for layer, features in own.items():
+        assert combined[layer] == features, layer
+    box = bounds(tms_id, tile)
+    pixel = (box[2] - box[0]) / 4096
+    inside = intersecting(engine, "buildings", srid, grow(box, -pixel))
+    assert inside and inside <= set(combined["buildings"])
+    # a selection: only those layers, in the order asked for, each the same
+    r = http.get(f"/tiles/{tms_id}/{tile.z}/{tile.y}/{tile.x}", params={"collections": "roads,buildings"})
+    assert list(mapbox_vector_tile.decode(r.content)) == ["roads", "buildings"]
+    assert layers_of(r.content) == {k: combined[k] for k in ("roads", "buildings")}
+
+
+def test_combined_tile_keeps_each_layer_to_its_zoom_range_and_caches(http):
+    tile = tile_of("WebMercatorQuad", "13", *CENTRE)  # pipe nodes and components start at 14 and 16
+    url = f"/tiles/WebMercatorQuad/{tile.z}/{tile.y}/{tile.x}"
+    layers = set(layers_of(http.get(url).content))
+    assert {"buildings", "roads", "terrain"} <= layers and not layers & {"pipe-nodes", "building-components"}
+    # only layers out of their zoom range: no such tile
+    assert http.get(url, params={"collections": "pipe-nodes"}).status_code == 404
+    first = http.get(url, params={"collections": "buildings"})
+    again = http.get(url, params={"collections": "buildings"}, headers={"If-None-Match": first.headers["etag"]})
+    assert again.status_code == 304
+    other = http.get(url, params={"collections": "buildings,roads"})
+    assert other.headers["etag"] != first.headers["etag"]
+
+
+def test_combined_tilesets_validate_and_lead_to_tiles(http):
+    listing = http.get("/tiles").json()
+    assert_valid(schema_validator(OPENAPI / "responses/tiles-core/rTileSetsList.yaml",
+                                  ("content", "application/json", "schema")), listing)
+    assert {t["links"][0]["href"].rsplit("/", 1)[1] for t in listing["tilesets"]} == set(SETS)
+    tileset_schema = schema_validator(TMS_SCHEMAS / "tileSet.yaml")
+    for tms_id, (matrix, _) in SETS.items():
+        doc = http.get(f"/tiles/{tms_id}").json()
+        assert_valid(tileset_schema, doc)
+        assert [x["id"] for x in doc["layers"]] == ["buildings", "building-components", "pipelines", "pipe-nodes",
+                                                    "roads", "bridges", "terrain"]
+        # the limits cover every collection's, matrix by matrix
+        union = {x["tileMatrix"]: x for x in doc["tileMatrixSetLimits"]}
+        for layer in ("buildings", "terrain", "pipe-nodes"):
+            for lim in http.get(f"/collections/{layer}/tiles/{tms_id}").json()["tileMatrixSetLimits"]:
+                u = union[lim["tileMatrix"]]
+                assert u["minTileRow"] <= lim["minTileRow"] and lim["maxTileRow"] <= u["maxTileRow"]
+                assert u["minTileCol"] <= lim["minTileCol"] and lim["maxTileCol"] <= u["maxTileCol"]
+        terrain = next(x for x in doc["layers"] if x["id"] == "terrain")
+        assert zoom_of(tms_id, terrain["minTileMatrix"]) == rules("terrain").min_zoom
+        item = next(x for x in doc["links"] if x["rel"] == "item")
+        tile = tile_of(tms_id, matrix, *CENTRE)
+        assert http.get(urlparse(item["href"]).path.format(tileMatrix=matrix, tileRow=tile.y,
+                                                           tileCol=tile.x)).status_code == 200
+        selected = http.get(f"/tiles/{tms_id}", params={"collections": "pipelines,pipe-nodes"}).json()
+        assert_valid(tileset_schema, selected)
+        assert [x["id"] for x in selected["layers"]] == ["pipelines", "pipe-nodes"]
+        assert next(x for x in selected["links"] if x["rel"] == "item")["href"].endswith(
+            "?collections=pipelines,pipe-nodes")
+    assert http.get("/tiles/WebMercatorQuad/metadata").json() == http.get("/tiles/WebMercatorQuad").json()
+
+
+def test_combined_tilejson(http):
+    doc = http.get("/tiles/CGCS2000TiandituQuad", params={"f": "tilejson"}).json()
+    assert doc["tilejson"] == "3.0.0" and doc["crs"].endswith("/4490")
+    by_id = {v["id"]: v for v in doc["vector_layers"]}
+    assert set(by_id) == {"buildings", "building-components", "pipelines", "pipe-nodes", "roads", "bridges", "terrain"}
+    assert by_id["pipe-nodes"]["minzoom"] == 14 and "pipe_kind" in by_id["pipe-nodes"]["fields"]
+    assert doc["minzoom"] == min(v["minzoom"] for v in by_id.values())
+    w, s, e, n = doc["bounds"]
+    assert w < CENTRE[0] < e and s < CENTRE[1] < n
+    tile = tile_of("CGCS2000TiandituQuad", "16", *CENTRE)
+    url = urlparse(doc["tiles"][0]).path.format(z=tile.z, x=tile.x, y=tile.y)
+    assert {"buildings", "pipelines"} <= set(layers_of(http.get(url).content))
+    selected = http.get("/tiles/WebMercatorQuad", params={"f": "tilejson", "collections": "roads"}).json()
+    assert [v["id"] for v in selected["vector_layers"]] == ["roads"]
+    assert selected["tiles"][0].endswith("{z}/{y}/{x}?collections=roads")
+
+
+@pytest.mark.parametrize("path, status", [
+    ("/tiles/NoSuchQuad/16/24498/55299", 404),  # unknown tile matrix set
+    ("/tiles/NoSuchQuad", 404),
+    ("/tiles/WebMercatorQuad/25/0/0", 404),  # beyond the set's matrices
+    ("/tiles/WebMercatorQuad/19/0/0", 404),  # beyond every layer's zoom range
+    ("/tiles/WebMercatorQuad/16/0/0", 404),  # outside the limits
+    ("/tiles/WebMercatorQuad/16/x/55299", 400),
+    ("/tiles/WebMercatorQuad/1.5/0/0", 400),
+    ("/tiles/WebMercatorQuad/16/24498/-3", 400),
+    ("/tiles/WebMercatorQuad/16/24498/55299?collections=buildings,nope", 400),  # unknown collection
+    ("/tiles/WebMercatorQuad/16/24498/55299?collections=", 400),
+    ("/tiles/WebMercatorQuad/16/24498/55299?collections=buildings,,roads", 400),
+    ("/tiles/WebMercatorQuad?collections=nope", 400),
+    ("/tiles/WebMercatorQuad?f=tilejson&collections=nope", 400),
+    ("/tiles/WebMercatorQuad/16/24498/55299?bbox=1,2,3,4", 400),
+    ("/tiles?collections=buildings", 400),
+])
+def test_combined_errors_are_ogc_exceptions(http, path, status):
+    r = http.get(path)
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert_valid(schema_validator(OPENAPI / "schemas/common-core/exception.yaml"), body)
+    assert body["code"] == ("NotFound" if status == 404 else "InvalidParameterValue")

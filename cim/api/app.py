@@ -30,7 +30,7 @@ from cim.db.models import CIMTables
 from cim.settings import get_settings
 from cim.tiles.endpoints import VectorTileEndpoints
 from cim.tiles.tilesets import CONFORMANCE as TILES_CONFORMANCE
-from cim.web import STATIC_DIR
+from cim.web import MAPLIBRE_DIR, STATIC_DIR
 
 async def healthz(request: Request) -> JSONResponse:
     """Liveness and database reachability."""
@@ -91,6 +91,8 @@ def create_app() -> Starlette:
     tiles = VectorTileEndpoints(_database, {name: str(p["data"]) for name, p in layers.items()}, url, settings.tiles)
     app = Starlette(routes=[
         Route("/healthz", healthz),
+        # MapLibre GL JS for /map, from npm (cim/web/package.json, installed by scripts/install.sh)
+        Mount(f"{STATIC_URL}/maplibre-gl", app=StaticFiles(directory=MAPLIBRE_DIR, check_dir=False)),
         Mount(STATIC_URL, app=StaticFiles(directory=STATIC_DIR), name="cim-static"),
         *CaseEndpoints(_database, url, settings.ops).routes(),  # before the read routes of the same paths
         Route("/collections/{collection}/items", FeaturesEndpoint(pygeoapi_app, layers, url, limits, single=False)),

@@ -20,8 +20,8 @@ from cim.db.queries import extent_statements, to_utc
 from cim.db.schema import tables_for
 from cim.settings import Settings, config_path, load_config_file
 from cim.tiles.tilesets import openapi_paths
+from cim.web import STATIC_URL
 
-STATIC_URL = "/cim-static"
 
 
 def layer_extents(engine: Engine) -> dict[str, dict[str, Any]]:

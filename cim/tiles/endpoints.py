@@ -6,7 +6,12 @@
 - ``/collections/{id}/tiles``: the tilesets list; ``/collections/{id}/tiles/{tms}``: the tileset
   (``?f=tilejson``: TileJSON 3.0.0);
 - ``/collections/{id}/tiles/{tms}/{tileMatrix}/{tileRow}/{tileCol}``: the tile
-  (``application/vnd.mapbox-vector-tile``).
+  (``application/vnd.mapbox-vector-tile``);
+- ``/tiles``, ``/tiles/{tms}``, ``/tiles/{tms}/{tileMatrix}/{tileRow}/{tileCol}``: the dataset's combined
+  tiles, one MVT layer per collection (each within its own zoom range and limits), all collections or the
+  ``collections=a,b`` selection (an unknown id is a 400);
+- ``/map/style.json``: the MapLibre style over the combined tiles (:mod:`cim.tiles.style`), and ``/map``:
+  the page that draws it with the bundled MapLibre GL JS (``cim/web/map.html``).
 
 Responses:
 
@@ -59,7 +64,10 @@ from cim.tiles.grid import (
     tile_set,
     web_mercator_zoom,
 )
-from cim.tiles.mvt import LayerRules, layer_rules, render, tile_query
+from cim.tiles.mvt import LayerRules, layer_rules, render, render_layers, tile_query
+from cim.tiles.style import TILE_MATRIX_SET as STYLE_TMS
+from cim.tiles.style import city_style
+from cim.web import MAP_PAGE, MAPLIBRE_DIR, STATIC_URL
 
 TILE_FORMAT = 1  # bump when the tiles written for the same data and settings change (part of the ETag)
 # layers whose tile attributes show data of other layers (a component's building uid as its root)
@@ -120,6 +128,14 @@ class VectorTileEndpoints:
             Route(f"{tiles}/{{tms}}/metadata", self._endpoint(self._tileset)),  # pygeoapi's name for it
             Route(f"{tiles}/{{tms}}/{{matrix}}/{{row}}/{{col}}", self._endpoint(self._tile)),
         ]
+        routes += [
+            Route("/tiles", self._endpoint(self._dataset_tilesets)),
+            Route("/tiles/{tms}", self._endpoint(self._dataset_tileset)),
+            Route("/tiles/{tms}/metadata", self._endpoint(self._dataset_tileset)),
+            Route("/tiles/{tms}/{matrix}/{row}/{col}", self._endpoint(self._dataset_tile)),
+        ]
+        routes += [Route("/map", self._endpoint(self._map_page)),
+                   Route("/map/style.json", self._endpoint(self._style))]
         for prefix in ("/tileMatrixSets", "/TileMatrixSets"):
             routes += [Route(prefix, self._endpoint(self._tms_list)),
                        Route(f"{prefix}/{{tms}}", self._endpoint(self._tms))]
@@ -150,15 +166,31 @@ class VectorTileEndpoints:
         return self.sets[tms_id]
 
     @staticmethod
-    def _format(request: Request, allowed: tuple[str, ...]) -> str:
+    def _format(request: Request, allowed: tuple[str, ...], others: tuple[str, ...] = ()) -> str:
         """The ``f`` asked for (the first allowed one by default); anything else in the query is a 400."""
         for name in request.query_params:
-            if name != "f":
+            if name != "f" and name not in others:
                 raise HTTPError(HTTPStatus.BAD_REQUEST, f"unknown query parameter {name!r}")
         f = request.query_params.get("f", allowed[0]).lower()
         if f not in allowed:
             raise HTTPError(HTTPStatus.BAD_REQUEST, f"f: one of {', '.join(allowed)}, got {f!r}")
         return f
+
+    def _selection(self, request: Request) -> tuple[list[str], list[str] | None]:
+        """The collections of a combined tile (all, in configuration order, when not asked for) and the
+        selection as asked (None: none)."""
+        raw = request.query_params.getlist("collections")
+        if not raw:
+            return list(self.collections), None
+        chosen = [c.strip() for value in raw for c in value.split(",")]
+        if any(not c for c in chosen):
+            raise HTTPError(HTTPStatus.BAD_REQUEST, "collections: comma-separated collection ids, none empty")
+        unknown = [c for c in chosen if c not in self.collections]
+        if unknown:
+            raise HTTPError(HTTPStatus.BAD_REQUEST, f"collections: no vector tiles of {', '.join(map(repr, unknown))}; "
+                            f"collections: {', '.join(self.collections)}")
+        chosen = list(dict.fromkeys(chosen))
+        return chosen, chosen
 
     # ------------------------------------------------------------------ state
     def _database_id(self, conn: Connection) -> str:
@@ -241,6 +273,92 @@ class VectorTileEndpoints:
         if not data:
             return Response(status_code=HTTPStatus.NO_CONTENT, headers=headers)
         return Response(data, media_type=tilesets.VECTOR_TILE, headers=headers)
+
+    def _dataset_tile(self, request: Request, tms: str, matrix: str, row: str, col: str) -> Response:
+        ts = self._tile_set(tms)
+        self._format(request, ("mvt", "pbf"), ("collections",))
+        chosen, _ = self._selection(request)
+        matrix_id, r, c = parse_address(ts, matrix, row, col)
+        zoom = web_mercator_zoom(ts, matrix_id)
+        in_zoom = [x for x in chosen if self.rules[x].min_zoom <= zoom <= self.rules[x].max_zoom]
+        if not in_zoom:
+            raise HTTPError(HTTPStatus.NOT_FOUND, f"none of {', '.join(chosen)} has tiles at {ts.id} {matrix_id} "
+                            f"(WebMercatorQuad zoom {zoom})")
+        engine, t = self.database()
+        storage_srid = int(t.city_object.c.geom.type.srid)
+        with engine.connect() as conn:
+            versions = {x: self._versions(conn, t, self.collections[x]) for x in chosen}
+            inside = []
+            for x in in_zoom:
+                state = self._state(conn, t, self.collections[x], versions[x][0], ts, self.rules[x])
+                lim = next((y for y in state.limits if y.matrix == matrix_id), None)
+                if lim is not None and lim.contains(r, c):
+                    inside.append(x)
+            if not inside:
+                raise HTTPError(HTTPStatus.NOT_FOUND, f"tile {matrix_id}/{r}/{c} is outside the tileMatrixSetLimits "
+                                f"of {', '.join(in_zoom)} in {ts.id}")
+            headers = self._headers(self._etag(conn, request, [v for x in chosen for v in versions[x]],
+                                               tilesets.VECTOR_TILE))
+            if not_modified(request, headers["ETag"]):
+                return Response(status_code=HTTPStatus.NOT_MODIFIED, headers=headers)
+            data = render_layers(conn, t, [
+                tile_query(self.collections[x], x, ts, matrix_id, r, c, storage_srid, self.rules[x], self.settings)
+                for x in inside])
+        if not data:
+            return Response(status_code=HTTPStatus.NO_CONTENT, headers=headers)
+        return Response(data, media_type=tilesets.VECTOR_TILE, headers=headers)
+
+    def _dataset_tilesets(self, request: Request) -> Response:
+        self._format(request, ("json",))
+        doc = tilesets.dataset_tileset_list(self.base_url, list(self.sets.values()))
+        return self._json(request, doc, tilesets.JSON, {"Cache-Control": f"public, max-age={self.settings.max_age}"})
+
+    def _dataset_tileset(self, request: Request, tms: str) -> Response:
+        ts = self._tile_set(tms)
+        f = self._format(request, ("json", "tilejson"), ("collections",))
+        chosen, selection = self._selection(request)
+        media_type = tilesets.TILEJSON if f == "tilejson" else tilesets.JSON
+        engine, t = self.database()
+        with engine.connect() as conn:
+            versions = {x: self._versions(conn, t, self.collections[x]) for x in chosen}
+            headers = self._headers(self._etag(conn, request, [v for x in chosen for v in versions[x]], media_type))
+            if not_modified(request, headers["ETag"]):
+                return Response(status_code=HTTPStatus.NOT_MODIFIED, headers=headers)
+            layers = [tilesets.DatasetLayer(
+                x, self.rules[x], self._state(conn, t, self.collections[x], versions[x][0], ts, self.rules[x]),
+                tilesets.property_types(t, self.collections[x], self.rules[x])) for x in chosen]
+        build = tilesets.dataset_tilejson if f == "tilejson" else tilesets.dataset_tileset
+        return self._json(request, build(self.base_url, ts, layers, selection), media_type, headers)
+
+    def _style(self, request: Request) -> Response:
+        self._format(request, ("json",))
+        doc = city_style(self.base_url, self.rules)
+        ts = self.sets.get(STYLE_TMS)
+        if ts is None:
+            raise HTTPError(HTTPStatus.NOT_FOUND, f"the map needs {STYLE_TMS} tiles (cim.tiles.tile_matrix_sets)")
+        engine, t = self.database()
+        with engine.connect() as conn:  # centred on the data
+            versions = {x: self._versions(conn, t, layer) for x, layer in self.collections.items()}
+            headers = self._headers(self._etag(conn, request, [v for vs in versions.values() for v in vs],
+                                               tilesets.JSON))
+            if not_modified(request, headers["ETag"]):
+                return Response(status_code=HTTPStatus.NOT_MODIFIED, headers=headers)
+            boxes = [self._state(conn, t, layer, versions[x][0], ts, self.rules[x]).extent_crs84
+                     for x, layer in self.collections.items() if x in ("buildings", "roads")]
+        boxes = [b for b in boxes if b is not None]
+        if boxes:
+            doc["center"] = [round((min(b[0] for b in boxes) + max(b[2] for b in boxes)) / 2, 6),
+                             round((min(b[1] for b in boxes) + max(b[3] for b in boxes)) / 2, 6)]
+        return self._json(request, doc, tilesets.JSON, headers)
+
+    def _map_page(self, request: Request) -> Response:
+        self._format(request, ("html",))
+        if not (MAPLIBRE_DIR / "maplibre-gl.mjs").is_file():
+            raise HTTPError(HTTPStatus.SERVICE_UNAVAILABLE, f"MapLibre GL JS is not installed in {MAPLIBRE_DIR.parents[1]}: "
+                            "run scripts/install.sh (npm ci in cim/web)", "ServiceUnavailable")
+        page = MAP_PAGE.read_text(encoding="utf-8").format(base=self.base_url, static=f"{self.base_url}{STATIC_URL}")
+        return Response(page, media_type="text/html",
+                        headers={"Cache-Control": f"public, max-age={self.settings.max_age}"})
 
     def _json(self, request: Request, doc: dict[str, Any], media_type: str, headers: dict[str, str]) -> Response:
         return Response(json.dumps(doc, ensure_ascii=False), media_type=media_type, headers=headers)

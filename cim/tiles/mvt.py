@@ -174,6 +174,14 @@ def render(conn: Connection, t: CIMTables, q: TileQuery) -> bytes:
     return _spatialite(conn, t, q)
 
 
+def render_layers(conn: Connection, t: CIMTables, queries: Iterable[TileQuery]) -> bytes:
+    """One tile holding one MVT layer per query, in their order; ``b""`` when none has a feature.
+
+    A vector tile is a protobuf message whose layers are a repeated field, so single-layer tiles
+    concatenated are the multi-layer tile (as ST_AsMVT's documentation suggests for several layers)."""
+    return b"".join(render(conn, t, q) for q in queries)
+
+
 # ---------------------------------------------------------------------------------------------- both
 
 

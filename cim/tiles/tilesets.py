@@ -5,6 +5,8 @@
   computed from the layer's extent, for the matrices of the layer's zoom range (clients such as GDAL
   and QGIS fetch tiles within them; every other tile is a 404), and the layer's attributes;
 - TileJSON 3.0.0 for the same tileset (``?f=tilejson``; its ``minzoom``/``maxzoom`` are the set's matrix ids);
+- the dataset's combined tilesets (``/tiles``, ``/tiles/{tms}``): one MVT holding one layer per collection
+  (all of them, or a ``collections=a,b`` selection), limits and extent the union of the layers';
 - the tile matrix sets list and definitions (``/tileMatrixSets``), from :mod:`cim.crs.tms`.
 
 Pure functions of their inputs: no database, no HTTP.
@@ -37,6 +39,8 @@ CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/tileset",
     "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/tilesets-list",
     "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/geodata-tilesets",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/dataset-tilesets",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/geodata-selection",
     "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/mvt",
 ]
 
@@ -245,6 +249,18 @@ def openapi_paths(collections: list[str], tile_matrix_sets: list[str]) -> dict[s
     }
     f_tileset = _param("f", "json: OGC tileset metadata; tilejson: TileJSON 3.0.0",
                        {"type": "string", "enum": ["json", "tilejson"], "default": "json"}, "query")
+    selection = _param("collections", "Collections to include, one MVT layer each (comma-separated; default all)",
+                       {"type": "array", "items": {"type": "string", "enum": collections}}, "query")
+    paths["/tiles"] = get("getDatasetTileSetsList", "Combined vector tilesets of all collections", [],
+                          {"200": json_ok}, "tiles")
+    paths["/tiles/{tileMatrixSetId}"] = get("getDatasetTileSet", "Combined vector tileset", [tms, f_tileset, selection],
+                                            {"200": json_ok}, "tiles")
+    paths["/tiles/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}"] = get(
+        "getDatasetTile", "A Mapbox vector tile with one layer per collection", [*address, selection],
+        {"200": {"description": "The tile (gzip-encoded when the client accepts it)",
+                 "content": {VECTOR_TILE: {"schema": {"type": "string", "format": "binary"}}}},
+         "204": {"description": "No feature in this tile"},
+         "304": {"description": "Not modified (If-None-Match)"}}, "tiles")
     for c in collections:
         base = f"/collections/{c}/tiles"
         paths[base] = get(f"getTileSetsList.{c}", f"Vector tilesets of {c}", [], {"200": json_ok}, c)
@@ -257,3 +273,136 @@ def openapi_paths(collections: list[str], tile_matrix_sets: list[str]) -> dict[s
              "204": {"description": "No feature in this tile"},
              "304": {"description": "Not modified (If-None-Match)"}}, c)
     return paths
+
+
+# ---------------------------------------------------------------------------------------------- dataset
+
+
+@dataclass(frozen=True)
+class DatasetLayer:
+    """One collection of a combined tileset: its tiling rules, data state and attribute types."""
+
+    collection: str
+    rules: LayerRules
+    state: LayerState
+    props: dict[str, dict[str, Any]]
+
+
+def _selection_query(selection: list[str] | None) -> str:
+    return "" if not selection else "?collections=" + ",".join(selection)
+
+
+def dataset_tileset_url(base: str, ts: TileSet) -> str:
+    return f"{base}/tiles/{ts.id}"
+
+
+def _dataset_links(base: str, ts: TileSet, selection: list[str] | None) -> list[dict[str, Any]]:
+    url, query = dataset_tileset_url(base, ts), _selection_query(selection)
+    return [
+        _link("self", JSON, f"{url}{query}", f"combined vector tiles in {ts.id}"),
+        _link("alternate", TILEJSON, f"{url}?f=tilejson" + (f"&{query[1:]}" if query else ""), "TileJSON 3.0.0"),
+        _link(f"{REL}tiling-scheme", JSON, f"{base}/tileMatrixSets/{ts.id}", f"{ts.id} definition"),
+        _link("item", VECTOR_TILE, f"{url}/{TILE_TEMPLATE}{query}", "Mapbox vector tile, one layer per collection",
+              templated=True),
+    ]
+
+
+def dataset_tileset_list(base: str, sets: list[TileSet]) -> dict[str, Any]:
+    """The dataset's tilesets list (``/tiles``): one combined tileset per tile matrix set."""
+    return {
+        "links": [_link("self", JSON, f"{base}/tiles", "Combined vector tilesets"),
+                  _link(f"{REL}data", JSON, f"{base}/collections", "The collections")],
+        "tilesets": [{"title": f"Benxi CIM – all layers – {ts.id}", **_tms_fields(ts),
+                      "links": [link for link in _dataset_links(base, ts, None)
+                                if link["rel"] in ("self", f"{REL}tiling-scheme", "item")]}
+                     for ts in sets],
+    }
+
+
+def _union_limits(layers: list[DatasetLayer]) -> list[Limits]:
+    """Per matrix, the rectangle covering every layer's limits (in the set's matrix order)."""
+    by_matrix: dict[str, Limits] = {}
+    for layer in layers:
+        for lim in layer.state.limits:
+            old = by_matrix.get(lim.matrix)
+            by_matrix[lim.matrix] = lim if old is None else Limits(
+                lim.matrix, min(old.min_row, lim.min_row), max(old.max_row, lim.max_row),
+                min(old.min_col, lim.min_col), max(old.max_col, lim.max_col))
+    return sorted(by_matrix.values(), key=lambda x: int(x.matrix))
+
+
+def _union_extent(layers: list[DatasetLayer]) -> tuple[float, float, float, float] | None:
+    boxes = [x.state.extent_crs84 for x in layers if x.state.extent_crs84 is not None]
+    if not boxes:
+        return None
+    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
+
+
+def dataset_tileset(base: str, ts: TileSet, layers: list[DatasetLayer], selection: list[str] | None,
+                    ) -> dict[str, Any]:
+    """The OGC TileSet metadata of the combined tiles of some collections in one tile matrix set."""
+    limits = _union_limits(layers)
+    doc: dict[str, Any] = {
+        "title": f"Benxi CIM – {', '.join(x.collection for x in layers)} – {ts.id}",
+        "description": "Mapbox vector tiles with one layer per collection, named by its id, drawn in this "
+                       "order; empty tiles within the limits are 204 No Content",
+        **_tms_fields(ts),
+        "links": _dataset_links(base, ts, selection),
+        "tileMatrixSetLimits": [lim.as_json() for lim in limits],
+        "version": ",".join(f"{x.collection}:{x.state.version}" for x in layers),
+        "mediaTypes": [VECTOR_TILE],
+        "layers": [],
+    }
+    for x in layers:
+        layer: dict[str, Any] = {
+            "id": x.collection, "title": title_of(x.rules.layer), "dataType": "vector", "featureType": x.collection,
+            "propertiesSchema": {"type": "object", "properties": x.props},
+            "links": [_link(f"{REL}geodata", JSON, f"{base}/collections/{x.collection}", title_of(x.rules.layer))],
+        }
+        matrices = _zoom_matrices(ts, x.rules)
+        if matrices:
+            layer["minTileMatrix"], layer["maxTileMatrix"] = matrices[0], matrices[-1]
+        if x.state.extent_crs84 is not None:
+            w, s, e, n = x.state.extent_crs84
+            layer["boundingBox"] = {"lowerLeft": [w, s], "upperRight": [e, n], "crs": CRS84_URI}
+        doc["layers"].append(layer)
+    if ts.tms.crs.srs.endswith("/4490"):
+        doc["epoch"] = 2000.0
+    extent = _union_extent(layers)
+    if extent is not None:
+        w, s, e, n = extent
+        doc["boundingBox"] = {"lowerLeft": [w, s], "upperRight": [e, n], "crs": CRS84_URI}
+        if limits:
+            doc["centerPoint"] = {"coordinates": [(w + e) / 2, (s + n) / 2], "crs": CRS84_URI,
+                                  "tileMatrix": limits[0].matrix}
+    return doc
+
+
+def dataset_tilejson(base: str, ts: TileSet, layers: list[DatasetLayer], selection: list[str] | None,
+                     ) -> dict[str, Any]:
+    """TileJSON 3.0.0 of the combined tiles: one ``vector_layers`` entry per collection, with its zooms."""
+    vector_layers = []
+    for x in layers:
+        zooms = [int(m) for m in _zoom_matrices(ts, x.rules)] or [int(ts.matrix_ids()[0])]
+        fields = {name: _TILEJSON_TYPES.get(p.get("type"), "String or Number") for name, p in x.props.items()}
+        vector_layers.append({"id": x.collection, "description": title_of(x.rules.layer), "fields": fields,
+                              "minzoom": min(zooms), "maxzoom": max(zooms)})
+    doc: dict[str, Any] = {
+        "tilejson": "3.0.0",
+        "name": f"Benxi CIM ({ts.id})",
+        "description": ", ".join(title_of(x.rules.layer) for x in layers),
+        "version": "1.0.0",
+        "scheme": "xyz",
+        "tiles": [f"{dataset_tileset_url(base, ts)}/{{z}}/{{y}}/{{x}}{_selection_query(selection)}"],
+        "minzoom": min(v["minzoom"] for v in vector_layers),
+        "maxzoom": max(v["maxzoom"] for v in vector_layers),
+        "vector_layers": vector_layers,
+        "crs": str(ts.tms.crs.srs),
+        "tileMatrixSet": f"{base}/tileMatrixSets/{ts.id}",
+    }
+    extent = _union_extent(layers)
+    if extent is not None:
+        w, s, e, n = extent
+        doc["bounds"] = [w, s, e, n]
+        doc["center"] = [(w + e) / 2, (s + n) / 2, min(doc["maxzoom"], max(doc["minzoom"], 14))]
+    return doc
