@@ -468,5 +468,51 @@ def main() -> None:  # pragma: no cover
     app()
 
 
+
+tiles_app = typer.Typer(help="Vector (and raster) tile packages for offline use.", no_args_is_help=True)
+app.add_typer(tiles_app, name="tiles")
+
+
+@tiles_app.command("package")
+def tiles_package(
+    bbox: Annotated[str, typer.Option(help="min lon,min lat,max lon,max lat (CRS84)")],
+    zooms: Annotated[str, typer.Option(help="Zoom range MIN-MAX (or one zoom): the tile matrix set's matrix ids")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The package file (.mbtiles or .pmtiles)")],
+    layers: Annotated[Optional[str], typer.Option(help="Comma-separated layers, one MVT layer each "
+                                                       "(default: all)")] = None,
+    tms: Annotated[str, typer.Option("--tms", help="Tile matrix set (PMTiles: WebMercatorQuad only)")] = "WebMercatorQuad",
+    fmt: Annotated[Optional[str], typer.Option("--format", help="mbtiles or pmtiles (default: from the file name)")] = None,
+    database: DatabaseOpt = None,
+) -> None:
+    """Package the tiles of a bbox, zoom range and layers as MBTiles 1.3 or PMTiles v3."""
+    from cim.db.models import LAYERS
+    from cim.db.schema import tables_for
+    from cim.tiles.package import PackageError, PackageRequest, build, iter_layers, parse_zooms
+
+    s = _settings(database)
+    try:
+        box = tuple(float(v) for v in bbox.split(","))
+    except ValueError:
+        box = ()
+    if len(box) != 4:
+        _fail(f"--bbox: four numbers min lon,min lat,max lon,max lat, got {bbox!r}")
+    fmt = fmt or output.suffix.lstrip(".").lower()
+    try:
+        lo, hi = parse_zooms(zooms)
+        request = PackageRequest(box, lo, hi, iter_layers(layers) if layers else list(LAYERS), tms, fmt)  # type: ignore[arg-type]
+        engine = open_engine(s.database_url)
+        t = tables_for(engine)
+        with Progress(TextColumn("tiles"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=err, disable=not err.is_terminal) as bar:
+            task = bar.add_task("tiles", total=None)
+            report = build(engine, t, request, output, s.tiles,
+                           progress=lambda done, total: bar.update(task, completed=done, total=total))
+        engine.dispose()
+    except (CIMDatabaseError, PackageError) as exc:
+        _fail(f"{output}: {exc}")
+    out.print(f"{report.path}: {report.format}, {report.tiles:,} tiles with data of {report.addressed:,} "
+              f"({report.size / 1e6:,.2f} MB)")
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

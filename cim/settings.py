@@ -108,6 +108,8 @@ class TilesSettings(BaseModel):
     # shorter than min_size pixels; points are always kept
     min_size: float = Field(default=0.5, ge=0)
     max_age: int = Field(default=60, ge=0)  # Cache-Control max-age of tiles and tileset documents, seconds
+    # tile packages (cim tiles package, the cim-tiles-package process): at most this many tiles per package
+    package_max_tiles: int = Field(default=50_000, ge=1)
     layers: dict[str, TileLayerSettings] = Field(default_factory=dict)
 
 
