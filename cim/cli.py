@@ -479,13 +479,13 @@ def tiles_package(
     zooms: Annotated[str, typer.Option(help="Zoom range MIN-MAX (or one zoom): the tile matrix set's matrix ids")],
     output: Annotated[Path, typer.Option("--output", "-o", help="The package file (.mbtiles or .pmtiles)")],
     layers: Annotated[Optional[str], typer.Option(help="Comma-separated layers, one MVT layer each "
-                                                       "(default: all)")] = None,
+                                                       "(default: the city model's, without operations layers)")] = None,
     tms: Annotated[str, typer.Option("--tms", help="Tile matrix set (PMTiles: WebMercatorQuad only)")] = "WebMercatorQuad",
     fmt: Annotated[Optional[str], typer.Option("--format", help="mbtiles or pmtiles (default: from the file name)")] = None,
     database: DatabaseOpt = None,
 ) -> None:
     """Package the tiles of a bbox, zoom range and layers as MBTiles 1.3 or PMTiles v3."""
-    from cim.db.models import LAYERS
+    from cim.db.models import LAYERS, OPS_LAYERS
     from cim.db.schema import tables_for
     from cim.tiles.package import PackageError, PackageRequest, build, iter_layers, parse_zooms
 
@@ -499,7 +499,8 @@ def tiles_package(
     fmt = fmt or output.suffix.lstrip(".").lower()
     try:
         lo, hi = parse_zooms(zooms)
-        request = PackageRequest(box, lo, hi, iter_layers(layers) if layers else list(LAYERS), tms, fmt)  # type: ignore[arg-type]
+        chosen = iter_layers(layers) if layers else [x for x in LAYERS if x not in OPS_LAYERS]
+        request = PackageRequest(box, lo, hi, chosen, tms, fmt)  # type: ignore[arg-type]
         engine = open_engine(s.database_url)
         t = tables_for(engine)
         with Progress(TextColumn("tiles"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -4,7 +4,8 @@ Offline by design: one vector source (the combined tileset's TileJSON), no base 
 sprites (so no text labels or icons: nothing a client would fetch from elsewhere). Layers, bottom to top:
 terrain, roads (filled by grade, outlined), bridges, pipelines (lines by 管线种类, the colours of CJJ 61's
 customary drawing convention), pipe nodes (circles), buildings (extruded by height, coloured by use)
-and, close in, the building components' outlines.
+and, close in, the building components' outlines; on top the operations layers (vehicle tracks and
+positions, the platform's cases).
 
 Pure function of the public URL and the tile settings: no database, no HTTP.
 """
@@ -75,6 +76,15 @@ def city_style(base_url: str, rules: dict[str, LayerRules]) -> dict[str, Any]:
     add("building-components", {"id": "building-components", "type": "line",
                                 "filter": ["==", ["get", "class"], "Storey"],
                                 "paint": {"line-color": "#5b5b5b", "line-width": 0.5, "line-opacity": 0.6}})
+    # city operations, on top: vehicles' tracks and positions, the platform's cases
+    add("vehicle-tracks", {"id": "vehicle-tracks", "type": "line",
+                           "paint": {"line-color": "#2b8cbe", "line-width": 1.5, "line-dasharray": [2, 1]}})
+    add("vehicle-positions", {"id": "vehicle-positions", "type": "circle",
+                              "paint": {"circle-color": "#2b8cbe", "circle-radius": 4,
+                                        "circle-stroke-color": "#ffffff", "circle-stroke-width": 1}})
+    add("cases", {"id": "cases", "type": "circle",
+                  "paint": {"circle-color": "#d7191c", "circle-radius": 5,
+                            "circle-stroke-color": "#ffffff", "circle-stroke-width": 1.5}})
     return {
         "version": 8,
         "name": "Benxi CIM city",
