@@ -65,6 +65,7 @@ def central_building(demo_db) -> tuple[str, float, float]:
     return row[0], float(row[1]), float(row[2])
 
 
+@pytest.mark.slow
 def test_mbtiles_holds_the_served_tiles_and_gdal_reads_it(http, demo_db, tmp_path, central_building):
     path = tmp_path / "city.mbtiles"
     proc = package(demo_db, path, "--zooms", "14-16", "--layers", ",".join(LAYERS))
