@@ -203,6 +203,11 @@ def test_process_job_packages_pmtiles_with_status_and_result(http, tmp_path):
         assert n > 2
 
 
+def test_process_is_listed_with_async_execution(http):
+    doc = http.get("/processes/cim-tiles-package", params={"f": "json"}).json()
+    assert "async-execute" in doc["jobControlOptions"] and {"layers", "bbox", "zooms"} <= set(doc["inputs"])
+
+
 def test_process_sync_mbtiles(http, tmp_path):
     inputs = {"layers": ["roads"], "bbox": list(BBOX), "zooms": [14, 14]}
     r = http.post("/processes/cim-tiles-package/execution", json={"inputs": inputs, "response": "raw"}, timeout=120)

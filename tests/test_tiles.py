@@ -461,6 +461,8 @@ def test_openapi_documents_the_tile_routes(http):
     assert {"200", "204", "400", "404"} <= set(tile["responses"])
     assert MVT in tile["responses"]["200"]["content"]
     assert "/tileMatrixSets/{tileMatrixSetId}" in paths and "/collections/terrain/tiles/{tileMatrixSetId}" in paths
+    combined = paths["/tiles/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}"]["get"]
+    assert "collections" in {p["name"] for p in combined["parameters"]} and "/tiles" in paths
 
 
 # ---------------------------------------------------------------------------------------------- GDAL
