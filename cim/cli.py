@@ -392,11 +392,11 @@ def tiles3d_build(
 
     from rich.progress import TimeRemainingColumn
 
-    from cim.tiles3d import Tiles3DError, Tiles3DSettings, build_tileset
+    from cim.tiles3d import Tiles3DError, build_tileset
 
     s = _settings(database)
     layers = [v.strip() for item in layer for v in item.split(",") if v.strip()]
-    settings = Tiles3DSettings()
+    settings = s.tiles3d
     if max_features:
         settings = replace(settings, max_features=max_features)
     grid = geoid_grid or s.geoid_grid
@@ -439,6 +439,45 @@ def tiles3d_build(
     for k, v in rows:
         table.add_row(k, v)
     out.print(table)
+    for warning in report.warnings:
+        err.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
+
+
+terrain_app = typer.Typer(help="Quantized-mesh terrain (Cesium) of the DEM.", no_args_is_help=True)
+app.add_typer(terrain_app, name="terrain")
+
+
+@terrain_app.command("build")
+def terrain_build(
+    database: DatabaseOpt = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Output folder (default: config "
+                                                    "cim.terrain.out_dir, tiles/cache/terrain)")] = None,
+    max_level: Annotated[Optional[int], typer.Option(min=0, max=22, help="Deepest level (default: where the "
+                                                     "samples reach the DEM's resolution)")] = None,
+    geoid_grid: Annotated[Optional[Path], typer.Option(help="Height anomaly grid (1985 heights → ellipsoid; "
+                                                       "default: config cim.geoid_grid)")] = None,
+) -> None:
+    """Pre-build the terrain tiles (layer.json + {z}/{x}/{y}.terrain) that `cim serve` answers /terrain from."""
+    from cim.tiles3d import Tiles3DError
+    from cim.tiles3d.terrain import build_terrain
+
+    s = _settings(database)
+    settings = s.terrain.model_copy(update={"max_level": max_level}) if max_level is not None else s.terrain
+    grid = geoid_grid or s.geoid_grid
+    if grid is not None and not Path(grid).is_file():
+        _fail(f"--geoid-grid: {grid} does not exist")
+    try:
+        engine = open_engine(s.database_url)
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=err, disable=not err.is_terminal) as bar:
+            task = bar.add_task("terrain tiles", total=None)
+            report = build_terrain(engine, settings, s.data_dir, None if grid is None else str(grid), out_dir,
+                                   progress=lambda done, total: bar.update(task, total=total, completed=done))
+        engine.dispose()
+    except (CIMDatabaseError, Tiles3DError) as exc:
+        _fail(str(exc))
+    out.print(f"{report.out_dir}: {report.tiles:,} tiles (levels 0–{report.max_level}) of the DEM "
+              f"{report.dem!r}, {report.bytes / 1e6:,.1f} MB, {report.seconds:.1f} s")
     for warning in report.warnings:
         err.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
 

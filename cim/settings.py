@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel, Field
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -123,6 +124,45 @@ class OpsSettings(BaseModel):
     tracks_max_rows: int = Field(default=1_000_000, ge=1)  # GPS fixes in one load (file or HTTP body)
 
 
+@pydantic_dataclass(frozen=True)
+class Tiles3DSettings:
+    """How 3D tilesets are cut and drawn (``cim.tiles3d``; ``cim 3dtiles build``). A frozen dataclass, so that
+    its fields can be digested (``dataclasses.asdict``) into the tiles' build keys."""
+
+    # generated tiles live under tiles/cache/ (not committed, tiles/README.md); --out puts them anywhere
+    out_dir: Path = PROJECT_ROOT / "tiles" / "cache" / "3d"
+    # a leaf tile holds at most this many objects (unless it is already min_cell_m wide)
+    max_features: int = Field(default=400, ge=1)
+    # cells are squares of 2^k metres aligned on the storage CRS's grid; never narrower than this (small
+    # enough to split a dense block of building components; the tree is split in plan only, not by height)
+    min_cell_m: float = Field(default=16.0, gt=0)
+    # geometric error of a tile without content = this × the width of its cell or content (leaves: 0).
+    # 0.2 lets a 1080-pixel-high viewer with Cesium's default 16-pixel limit open the leaves of a 512 m
+    # cell from ~6 km, and a 100 m bridge's from ~1 km.
+    error_per_metre: float = Field(default=0.2, gt=0)
+    # sides of a pipe's tube and of a node's cylinder: 8 keeps a DN100 pipe round at street distance and
+    # the network's content a third smaller than 12 (230,000 pipe objects: 544 MB with 12/16)
+    tube_segments: int = Field(default=8, ge=3)
+    node_segments: int = Field(default=12, ge=3)
+    node_diameter_m: float = 1.0  # 检查井 well diameter when the node does not say (attributes.well_diameter_m)
+    default_pipe_diameter_mm: float = 200.0  # a pipe without 管径
+    default_node_depth_m: float = 1.0  # a node without 埋深
+    rows_per_batch: int = Field(default=256, ge=1)  # rows read from the database at a time within one tile
+
+
+class TerrainSettings(BaseModel):
+    """Quantized-mesh terrain of the DEM for Cesium (``/terrain``, ``cim terrain build``)."""
+
+    raster: str | None = None  # the raster_layer to tile; None: the one named "dem", else the finest DEM
+    grid_cells: int = Field(default=256, ge=8, le=1024)  # samples per tile side (+1) read from the DEM
+    max_level: int | None = Field(default=None, ge=0, le=22)  # None: where the samples reach the DEM's cells
+    min_error_m: float = Field(default=0.5, gt=0)  # height error of the deepest level (and the least of any)
+    error_factor: float = Field(default=1.0, gt=0)  # × Cesium's per-level error (77,067 m / 2^level)
+    max_age: int = Field(default=3600, ge=0)  # Cache-Control max-age of tiles and layer.json, seconds
+    # pre-built tiles (`cim terrain build`); the server answers from them while they are current
+    out_dir: Path = PROJECT_ROOT / "tiles" / "cache" / "terrain"
+
+
 class LocalCRS(BaseModel):
     """A city's own coordinate system (城市独立坐标系); its parameters come from the operator, never from code."""
 
@@ -154,6 +194,8 @@ class Settings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     tiles: TilesSettings = Field(default_factory=TilesSettings)
     ops: OpsSettings = Field(default_factory=OpsSettings)
+    tiles3d: Tiles3DSettings = Field(default_factory=Tiles3DSettings)
+    terrain: TerrainSettings = Field(default_factory=TerrainSettings)
     # numberMatched on items pages: an exact count per request, or (False) omitted where counting a large
     # layer costs too much; paging links do not depend on it. Counting stops at count_limit: beyond it
     # numberMatched is omitted (a page that holds every match is counted for free).
@@ -202,6 +244,9 @@ class _ConfigFileSource(PydanticBaseSettingsSource):
         for key in ("data_dir", "geoid_grid"):
             if section.get(key):
                 section[key] = (path.parent / section[key]).resolve()
+        for key in ("tiles3d", "terrain"):
+            if isinstance(section.get(key), dict) and section[key].get("out_dir"):
+                section[key] = {**section[key], "out_dir": (path.parent / section[key]["out_dir"]).resolve()}
         url = section.get("database_url", "")
         if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
             section["database_url"] = "sqlite:///" + str((path.parent / url[len("sqlite:///") :]).resolve())

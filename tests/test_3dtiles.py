@@ -653,3 +653,25 @@ def test_memory_stays_bounded_by_the_tile_not_the_city(new_database, tmp_path):
         engine.dispose()
     assert report.objects > 30_000 and report.bytes > 50e6
     assert peak < 48e6 and peak < report.bytes / 4, f"peak {peak / 1e6:.1f} MB for {report.bytes / 1e6:.0f} MB written"
+
+
+def test_build_settings_come_from_config_yml(demo_db, tmp_path):
+    """cim.tiles3d in config.yml: out_dir relative to the file, leaf size; the defaults when it is absent."""
+    import yaml
+
+    from cim.settings import Settings
+
+    config = yaml.safe_load((ROOT / "config.yml").read_text(encoding="utf-8"))
+    assert Settings().tiles3d == Tiles3DSettings(), "config.yml's tiles3d section must state the defaults"
+    config["cim"]["tiles3d"] = {"out_dir": "built3d", "max_features": 1}
+    path = tmp_path / "config.yml"
+    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    proc = run_cim("3dtiles", "build", "--layer", "bridges", "--cim-level", "3",
+                   env={**demo_db.env, "CIM_CONFIG": str(path)})
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads((tmp_path / "built3d" / "bridges" / "cim3" / "tileset.json").read_text())
+    assert doc["extras"]["cim"]["quadtree"]["max_features"] == 1
+    config["cim"]["tiles3d"] = {"max_features": 0}
+    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    bad = run_cim("3dtiles", "build", "--layer", "bridges", "--cim-level", "3", env={**demo_db.env, "CIM_CONFIG": str(path)})
+    assert bad.returncode == 1 and "max_features" in bad.stderr and "config.yml" in bad.stderr

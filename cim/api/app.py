@@ -30,6 +30,7 @@ from cim.db.models import CIMTables
 from cim.settings import get_settings
 from cim.tiles.endpoints import VectorTileEndpoints
 from cim.tiles.tilesets import CONFORMANCE as TILES_CONFORMANCE
+from cim.tiles3d.terrain_endpoints import TerrainEndpoints
 from cim.web import MAPLIBRE_DIR, STATIC_DIR
 
 async def healthz(request: Request) -> JSONResponse:
@@ -99,6 +100,8 @@ def create_app() -> Starlette:
         Route("/collections/{collection}/items/{feature}",
               FeaturesEndpoint(pygeoapi_app, layers, url, limits, single=True)),
         *tiles.routes(),
+        *TerrainEndpoints(_database, settings.terrain, settings.data_dir,
+                          str(settings.geoid_grid) if settings.geoid_grid else None).routes(),
         Mount("/", app=pygeoapi_app),
     ])
     # the last added runs outermost: gzip must see the bodies the rewriting middlewares produce

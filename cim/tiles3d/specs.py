@@ -1,21 +1,18 @@
 """What a 3D Tiles tileset can be built from: the layers, their CIM levels and the properties every feature
 carries, plus the build settings.
 
-The settings are a frozen dataclass for now; they belong in ``config.yml`` (``cim.tiles3d``) once the
-settings module takes them (see :class:`Tiles3DSettings`).
+The build settings (:class:`Tiles3DSettings`) are configured in ``config.yml`` (``cim.tiles3d``) and live in
+:mod:`cim.settings`; they are re-exported here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
+from cim.settings import Tiles3DSettings
 from cim.tiles3d.errors import BadLevel, UnknownLayer
 
 __all__ = ["LAYER_SPECS", "LayerSpec", "Property", "Tiles3DSettings", "check_request"]
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
-
 
 @dataclass(frozen=True)
 class Property:
@@ -120,32 +117,6 @@ SURFACE_COLOURS: dict[str, tuple[int, int, int]] = {
     "RoofSurface": (176, 84, 64), "GroundSurface": (120, 120, 120), "TrafficArea": (110, 110, 115),
     "Window": (120, 170, 210), "Door": (150, 110, 80),
 }
-
-
-@dataclass(frozen=True)
-class Tiles3DSettings:
-    """How tilesets are cut and drawn. To move to ``config.yml`` as ``cim.tiles3d`` (with ``out_dir``
-    relative to the config file, and the geoid grid taken from ``cim.geoid_grid`` as today)."""
-
-    # generated tiles live under tiles/cache/ (not committed, tiles/README.md); --out puts them anywhere
-    out_dir: Path = PROJECT_ROOT / "tiles" / "cache" / "3d"
-    # a leaf tile holds at most this many objects (unless it is already min_cell_m wide)
-    max_features: int = 400
-    # cells are squares of 2^k metres aligned on the storage CRS's grid; never narrower than this (small
-    # enough to split a dense block of building components; the tree is split in plan only, not by height)
-    min_cell_m: float = 16.0
-    # geometric error of a tile without content = this × the width of its cell or content (leaves: 0).
-    # 0.2 lets a 1080-pixel-high viewer with Cesium's default 16-pixel limit open the leaves of a 512 m
-    # cell from ~6 km, and a 100 m bridge's from ~1 km.
-    error_per_metre: float = 0.2
-    # sides of a pipe's tube and of a node's cylinder: 8 keeps a DN100 pipe round at street distance and
-    # the network's content a third smaller than 12 (230,000 pipe objects: 544 MB with 12/16)
-    tube_segments: int = 8
-    node_segments: int = 12
-    node_diameter_m: float = 1.0  # 检查井 well diameter when the node does not say (attributes.well_diameter_m)
-    default_pipe_diameter_mm: float = 200.0  # a pipe without 管径
-    default_node_depth_m: float = 1.0  # a node without 埋深
-    rows_per_batch: int = 256  # rows read from the database at a time within one tile
 
 
 def check_request(layers: list[str], cim_level: int) -> list[LayerSpec]:
