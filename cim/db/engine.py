@@ -17,12 +17,13 @@ import pyogrio  # noqa: F401  isort: skip
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 
 SPATIALITE_LIBRARY = os.environ.setdefault("SPATIALITE_LIBRARY_PATH", "mod_spatialite")
 
@@ -84,6 +85,32 @@ def _on_spatialite_begin(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("write_lock") else "BEGIN")
 
 
+# A pooled connection idle longer than this is pinged before use (one `SELECT 1`), so one that the server
+# dropped meanwhile (a restart, an idle timeout) is replaced instead of failing a request. Busy connections
+# are not pinged: pinging every checkout (pool_pre_ping) was one of three round trips per items request.
+# A connection dropped while busy fails its statement with `connection_invalidated` set; the pool then
+# discards every older connection, and callers that can repeat a read retry once (cim.api.features).
+IDLE_PING_SECONDS = 10.0
+
+
+def _on_checkin(_dbapi_conn: Any, record: Any) -> None:
+    record.info["idle_since"] = time.monotonic()
+
+
+def _on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+    since = record.info.get("idle_since")
+    if since is None or time.monotonic() - since < IDLE_PING_SECONDS:
+        return
+    try:
+        cursor = dbapi_conn.cursor()
+        try:
+            cursor.execute("SELECT 1")
+        finally:
+            cursor.close()
+    except Exception as exc:  # the pool replaces the connection and checks out another
+        raise DisconnectionError(str(exc)) from exc
+
+
 def open_engine(url: str, *, create: bool = False, pool_size: int = 5) -> Engine:
     """Open an engine on a CIM database and check that it answers.
 
@@ -122,13 +149,14 @@ def open_engine(url: str, *, create: bool = False, pool_size: int = 5) -> Engine
             sa_url,
             pool_size=pool_size,
             max_overflow=pool_size,
-            pool_pre_ping=True,
             # Many short queries: parallel workers and JIT compilation cost more than they save here
             # (a 900-row bbox page: 17 ms with a parallel bitmap scan, 9 ms without).
             connect_args={"connect_timeout": 10, "application_name": "cim",
                           "options": "-c max_parallel_workers_per_gather=0 -c jit=off"},
             json_serializer=_json_dumps,
         )
+        event.listen(engine, "checkin", _on_checkin)
+        event.listen(engine, "checkout", _on_checkout)
     else:
         raise CIMDatabaseError(f"unsupported database {shown}: use sqlite:///FILE or postgresql+psycopg://...")
 
