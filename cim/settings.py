@@ -201,6 +201,8 @@ class Settings(BaseSettings):
     # numberMatched is omitted (a page that holds every match is counted for free).
     count_matched: bool = True
     count_limit: int = Field(default=100_000, ge=1)
+    # counts kept per worker, each until its layer's data version changes (0: count every request)
+    count_cache_size: int = Field(default=4096, ge=0)
     # Supported CRSs (None: the defaults of cim.crs.registry.DEFAULT_CRS) and the local systems.
     crs: list[str] | None = None
     local_crs: list[LocalCRS] = Field(default_factory=list)

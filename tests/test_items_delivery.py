@@ -104,3 +104,49 @@ def test_count_stops_at_count_limit(server, http):
                 sorted(_walk(http, BUILDINGS, {"f": "json", "limit": 100}))
     finally:
         stop_server(other)
+
+
+def test_a_dropped_connection_costs_no_request(server, http):
+    """PostgreSQL ends the server's sessions while its pool holds them (as a restart does): the next requests
+    (items, and an item by id) still answer 200, the read retried once on a new connection."""
+    if server.db.backend != "postgis":
+        pytest.skip("PostGIS sessions only")
+    from .test_engine import _terminate
+
+    one = http.get(BUILDINGS, params={"f": "json", "limit": 1}).json()["features"][0]["id"]
+    for _ in range(3):
+        assert _terminate(server.db.url, "cim") >= 1
+        assert http.get(BUILDINGS, params={"f": "json", "limit": 5}).status_code == 200
+        assert _terminate(server.db.url, "cim") >= 1
+        assert http.get(f"{BUILDINGS}/{one}", params={"f": "json"}).status_code == 200
+
+
+def test_number_matched_follows_the_layer_version(server, http):
+    """numberMatched is counted once per filter and kept until the layer changes: after a write that
+    removes a matching building, the same first and deep pages count one less."""
+    bbox = "123.765,41.295,123.785,41.31"
+    params = {"f": "json", "limit": 2, "bbox": bbox}
+    first = http.get(BUILDINGS, params=params).json()
+    n = first["numberMatched"]
+    assert n > 2
+    deep = http.get(next(link["href"] for link in first["links"] if link["rel"] == "next")).json()
+    assert deep["numberMatched"] == n
+    victim = first["features"][0]["id"]
+    engine = server.db.engine()
+    try:
+        t = tables_for(engine)
+        with engine.begin() as conn:
+            row = conn.execute(t.city_object.select().where(t.city_object.c.uid == victim)).mappings().one()
+            conn.execute(t.city_object.update().where(t.city_object.c.id == row["id"])
+                         .values(layer="buildings-removed"))
+            bump(conn, t, ["buildings"])
+        try:
+            assert http.get(BUILDINGS, params=params).json()["numberMatched"] == n - 1
+            assert http.get(deep["links"][0]["href"]).json()["numberMatched"] == n - 1
+        finally:
+            with engine.begin() as conn:
+                conn.execute(t.city_object.update().where(t.city_object.c.id == row["id"]).values(layer="buildings"))
+                bump(conn, t, ["buildings"])
+    finally:
+        engine.dispose()
+    assert http.get(BUILDINGS, params=params).json()["numberMatched"] == n

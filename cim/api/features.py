@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -38,6 +40,7 @@ import shapely
 from pygeoapi.provider.base import ProviderGenericError
 from shapely.geometry import mapping, shape
 from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -51,7 +54,7 @@ from cim.crs import crs84_srid
 from cim.crs.registry import CRS84_URI, CRSInfo, UnknownCRS, default_registry
 from cim.crs.transform import OutsideArea, query_area, swap_axes, transform
 from cim.db import cql
-from cim.db.queries import FeatureQuery, count_features, select_feature, select_features
+from cim.db.queries import FeatureQuery, count_features, feature_statement, page_statement
 from cim.db.versions import layer_version
 from cim.geometry import is_closed_shell
 from cim.settings import get_settings
@@ -61,6 +64,9 @@ RESERVED = {"f", "lang", "bbox", "bbox-crs", "crs", "datetime", "limit", "offset
             "sortby", "resulttype", "filter", "filter-lang", "filter-crs", "after", "before", "cim_level", "ids"}
 NOT_YET = {"q"}  # free-text search
 MAX_IDS = 1000
+# parameters that change how a page looks or which page it is, not which features match (the count's key)
+NOT_FILTERING = {"f", "lang", "crs", "limit", "offset", "after", "before", "properties", "skipGeometry", "sortby",
+                 "resulttype", "cim_level"}
 
 
 class BadRequest(Exception):
@@ -109,6 +115,7 @@ class FeaturesEndpoint:
         self.output_crs = output_crs_uris()
         self.count_matched = get_settings().count_matched
         self.count_limit = get_settings().count_limit
+        self._counts = CountCache(get_settings().count_cache_size)
         self._providers: dict[str, CIMProvider] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -117,9 +124,16 @@ class FeaturesEndpoint:
         if collection not in self.layers or not wants_geojson(request) or request.method != "GET":
             await self.fallback(scope, receive, send)
             return
+        handler: Callable = self._item if self.single else self._items
         try:
-            handler: Callable = self._item if self.single else self._items
-            response = await run_in_threadpool(handler, request, collection)
+            try:
+                response = await run_in_threadpool(handler, request, collection)
+            except DBAPIError as exc:
+                # a pooled connection the server dropped while it was busy (engine.IDLE_PING_SECONDS): the
+                # pool has discarded it and every older one; a read can simply be asked again, once
+                if not exc.connection_invalidated:
+                    raise
+                response = await run_in_threadpool(handler, request, collection)
         except BadRequest as exc:
             response = _exception(exc)
         except ProviderGenericError as exc:
@@ -228,13 +242,35 @@ class FeaturesEndpoint:
         return value
 
     # ------------------------------------------------------------------ handlers
-    def _validator(self, conn: Connection, provider: CIMProvider, request: Request, media_type: str) -> str:
-        """A weak ETag from what the answer depends on: the layer's data version (read before the data), the
-        database, this software, the base URL and the request. Checking it costs one key read, not the query."""
-        versions = [layer_version(conn, provider.tables, layer) for layer in (provider.layer, *DEPENDS.get(provider.layer, ()))]
+    def _layers(self, provider: CIMProvider) -> tuple[str, ...]:
+        """The layers whose data an answer shows (a component's root building uid: the buildings too)."""
+        return (provider.layer, *DEPENDS.get(provider.layer, ()))
+
+    def _versions(self, conn: Connection, provider: CIMProvider, rows: list[Any] | None = None) -> tuple[int, ...]:
+        """The answer's layer versions: from the page's own rows (``version_columns``, same snapshot), else
+        one key read each (for a conditional request before any data is read, or an empty page)."""
+        layers = self._layers(provider)
+        if rows:
+            return tuple(int(rows[0][f"_version_{i}"]) for i in range(len(layers)))
+        return tuple(layer_version(conn, provider.tables, layer) for layer in layers)
+
+    def _validator(self, provider: CIMProvider, request: Request, media_type: str, versions: tuple[int, ...]) -> str:
+        """A weak ETag from what the answer depends on: the layer's data version (read with or before the
+        data), the database, this software, the base URL and the request. Checking it costs one key read,
+        not the query."""
         key = json.dumps([database_id(provider), versions, __version__, RESPONSE_FORMAT, self.base_url, media_type,
                           request.url.path, sorted(request.query_params.multi_items())])
         return 'W/"' + hashlib.blake2b(key.encode(), digest_size=16).hexdigest() + '"'
+
+    def _conditional(self, conn: Connection, provider: CIMProvider, request: Request, media_type: str,
+                     headers: dict[str, str]) -> Response | None:
+        """304 when the client's If-None-Match still holds (checked before the query is run)."""
+        if "if-none-match" not in request.headers:
+            return None
+        etag = self._validator(provider, request, media_type, self._versions(conn, provider))
+        if not not_modified(request, etag):
+            return None
+        return Response(status_code=HTTPStatus.NOT_MODIFIED, headers={**headers, "ETag": etag})
 
     def _items(self, request: Request, collection: str) -> Response:
         provider = self._provider(collection)
@@ -272,30 +308,35 @@ class FeaturesEndpoint:
                          conditions=self._filter(request, provider) + self._ids(request, provider))
         media_type = JSONFG if fg else GEOJSON
         page = Page(self, request, collection, limit, offset, after, before, out_crs, fg)
+        headers = {"Content-Crs": f"<{out_crs.uri}>", "Cache-Control": CACHE_CONTROL}
         conn = provider.engine.connect()
         try:
-            etag = self._validator(conn, provider, request, media_type)
-            headers = {"Content-Crs": f"<{out_crs.uri}>", "ETag": etag, "Cache-Control": CACHE_CONTROL}
-            if not_modified(request, etag):
+            if (unchanged := self._conditional(conn, provider, request, media_type, headers)) is not None:
                 conn.close()
-                return Response(status_code=HTTPStatus.NOT_MODIFIED, headers=headers)
+                return unchanged
             first_page = not offset and after is None and before is None
-            # counting costs as much as the page again on a large layer: not when the page holds them all,
-            # and only up to count_limit (beyond it numberMatched is omitted, as the spec allows)
-            if self.count_matched and not first_page:
-                page.matched = self._count(conn, provider, q)
-            stmt = select_features(provider.tables, provider.dialect, q)
             if limit <= STREAM_ABOVE or before is not None:
-                rows = conn.execute(stmt).mappings().all()
-                if self.count_matched and first_page:
-                    page.matched = len(rows) if len(rows) <= limit else self._count(conn, provider, q)
+                q.versions_of = self._layers(provider)
+                stmt, params = page_statement(provider.tables, provider.dialect, q)
+                rows = conn.execute(stmt, params).mappings().all()
+                versions = self._versions(conn, provider, rows)
+                # counting costs as much as the page again on a large layer: not when the first page holds
+                # them all, and only up to count_limit (beyond it numberMatched is omitted, as the spec
+                # allows); a count is kept per filter until the layer's data changes
+                if self.count_matched:
+                    page.matched = len(rows) if first_page and len(rows) <= limit else \
+                        self._count(conn, provider, q, request, versions)
                 conn.close()
+                headers["ETag"] = self._validator(provider, request, media_type, versions)
                 body = "".join(page.render(rows, post))
                 return Response(body, media_type=media_type, headers=headers)
-            if self.count_matched and first_page:
-                page.matched = self._count(conn, provider, q)
+            versions = self._versions(conn, provider)
+            headers["ETag"] = self._validator(provider, request, media_type, versions)
+            if self.count_matched:
+                page.matched = self._count(conn, provider, q, request, versions)
             # a large page: rows stream from a server-side cursor straight into the response
-            result = conn.execution_options(yield_per=STREAM_CHUNK).execute(stmt).mappings()
+            stmt, params = page_statement(provider.tables, provider.dialect, q)
+            result = conn.execution_options(yield_per=STREAM_CHUNK).execute(stmt, params).mappings()
         except BaseException:
             conn.close()
             raise
@@ -314,9 +355,17 @@ class FeaturesEndpoint:
 
         return StreamingResponse(chunks(), media_type=media_type, headers=headers)
 
-    def _count(self, conn: Connection, provider: CIMProvider, q: FeatureQuery) -> int | None:
-        n = conn.execute(count_features(provider.tables, provider.dialect, q, self.count_limit + 1)).scalar_one()
-        return n if n <= self.count_limit else None
+    def _count(self, conn: Connection, provider: CIMProvider, q: FeatureQuery, request: Request,
+               versions: tuple[int, ...]) -> int | None:
+        """numberMatched, counted once per (layer, filtering parameters, layer versions)."""
+        key = (provider.layer, versions, tuple(sorted((k, v) for k, v in request.query_params.multi_items()
+                                                      if k not in NOT_FILTERING)))
+        found, n = self._counts.get(key)
+        if not found:
+            n = conn.execute(count_features(provider.tables, provider.dialect, q, self.count_limit + 1)).scalar_one()
+            n = n if n <= self.count_limit else None
+            self._counts.put(key, n)
+        return n
 
     def _item(self, request: Request, collection: str) -> Response:
         provider = self._provider(collection)
@@ -326,17 +375,22 @@ class FeaturesEndpoint:
         fid = request.path_params["feature"]
         fg = wants_jsonfg(request)
         media_type = JSONFG if fg else GEOJSON
+        headers = {"Content-Crs": f"<{out_crs.uri}>", "Cache-Control": CACHE_CONTROL}
         with provider.engine.connect() as conn:
-            etag = self._validator(conn, provider, request, media_type)
-            if provider.layer == "cases":  # edited in place: a strong per-case ETag for If-Match (cim.api.cases)
-                etag = item_etag(conn, provider.tables, fid, etag) or etag
-            headers = {"Content-Crs": f"<{out_crs.uri}>", "ETag": etag, "Cache-Control": CACHE_CONTROL}
-            if not_modified(request, etag):
-                return Response(status_code=HTTPStatus.NOT_MODIFIED, headers=headers)
-            stmt = select_feature(provider.tables, provider.dialect, provider.layer, fid, srid, swap_xy=swap,
-                                  cim_level=self._cim_level(request),
-                                  crs84_also_srid=crs84_srid(provider.storage_srid) if fg else None)
-            row = conn.execute(stmt).mappings().first()
+            if provider.layer == "cases":
+                # edited in place: a strong per-case ETag for If-Match (cim.api.cases), known before the query
+                weak = self._validator(provider, request, media_type, self._versions(conn, provider))
+                etag = item_etag(conn, provider.tables, fid, weak) or weak
+                if not_modified(request, etag):
+                    return Response(status_code=HTTPStatus.NOT_MODIFIED, headers={**headers, "ETag": etag})
+                headers["ETag"] = etag
+            elif (unchanged := self._conditional(conn, provider, request, media_type, headers)) is not None:
+                return unchanged
+            stmt, params = feature_statement(provider.tables, provider.dialect, provider.layer, fid, srid,
+                                             swap_xy=swap, cim_level=self._cim_level(request),
+                                             crs84_also_srid=crs84_srid(provider.storage_srid) if fg else None,
+                                             versions_of=self._layers(provider))
+            row = conn.execute(stmt, params).mappings().first()
         if row is None:
             raise BadRequest(f"no feature {fid!r} in {collection}", "NotFound", HTTPStatus.NOT_FOUND)
         url = f"{self.base_url}/collections/{collection}/items/{fid}"
@@ -352,7 +406,35 @@ class FeaturesEndpoint:
             feature["links"] += [{"rel": "related", "type": "application/json", "title": "Related CIM objects",
                                   "href": f"{url}/related"},
                                  {"rel": "version-history", "type": GEOJSON, "href": f"{url}/history"}]
+        if "ETag" not in headers:
+            headers["ETag"] = self._validator(provider, request, media_type, self._versions(conn, provider, [row]))
         return Response(json.dumps(feature, ensure_ascii=False), media_type=media_type, headers=headers)
+
+
+class CountCache:
+    """numberMatched per (layer, filtering parameters, layer versions), least recently used out first: the
+    first and the deep pages of a large layer each counted the whole match (an index-only scan of 100,000
+    entries, ~10 ms), now once until the layer's data changes. Shared by a worker's threads."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: OrderedDict[Any, int | None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> tuple[bool, int | None]:
+        with self._lock:
+            if key not in self._entries:
+                return False, None
+            self._entries.move_to_end(key)
+            return True, self._entries[key]
+
+    def put(self, key: Any, n: int | None) -> None:
+        if self.size <= 0:
+            return
+        with self._lock:
+            self._entries[key] = n
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
 
 
 class Page:

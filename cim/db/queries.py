@@ -19,7 +19,9 @@ from sqlalchemy import (
     Select,
     String,
     Text,
+    Integer,
     and_,
+    bindparam,
     case,
     cast,
     false,
@@ -32,8 +34,10 @@ from sqlalchemy import (
     type_coerce,
 )
 from sqlalchemy.orm import aliased
+from sqlalchemy.types import UserDefinedType
 
 from cim.db.models import CIMTables
+from cim.db.versions import version_columns
 
 # Typed columns exposed as feature properties, per layer (others stay in ``attributes``).
 COMMON_FIELDS = ("name", "object_class", "cim_level", "district")
@@ -86,6 +90,7 @@ class FeatureQuery:
     precision: int = 9
     properties_json: bool = True  # properties as one JSON text column; False: typed columns + attributes
     select: list[str] | None = None  # only these typed properties (with properties_json)
+    versions_of: tuple[str, ...] = ()  # also these layers' data versions, as columns _version_0, … (ETags)
 
 
 def level_geometry(t: CIMTables, cim_level: int) -> ColumnElement:
@@ -112,20 +117,47 @@ def geojson_expr(t: CIMTables, dialect: str, output_srid: int, precision: int,
     return func.ST_AsBinary(g) if encoding == "wkb" else func.ST_AsGeoJSON(g, precision, 0)
 
 
+class PostGISGeometry(UserDefinedType):
+    """PostGIS ``geometry`` as a plain type (GeoAlchemy2's Geometry wraps every value in a function call)."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "geometry"
+
+
 def area_filter(t: CIMTables, dialect: str, area: shapely.Geometry) -> ColumnElement[bool]:
+    """Objects whose footprint intersects ``area`` (storage CRS), through the spatial index."""
+    return _area_clause(t, dialect).params(**_area_values(t, dialect, area))
+
+
+@lru_cache(maxsize=16)
+def _area_clause(t: CIMTables, dialect: str) -> ColumnElement[bool]:
+    """:func:`area_filter` with the area as parameters (values from :func:`_area_values`)."""
     co = t.city_object
-    srid = co.c.geom.type.srid
-    minx, miny, maxx, maxy = area.bounds
-    wkt = area.wkt
     if dialect == "sqlite":
         # the R*Tree is only used through this virtual table (../shared/STACK-NOTES.md)
         candidates = text(
             "SELECT rowid FROM SpatialIndex WHERE f_table_name = 'city_object' AND f_geometry_column = 'geom' "
-            "AND search_frame = BuildMbr(:minx, :miny, :maxx, :maxy, :srid)"
-        ).bindparams(minx=minx, miny=miny, maxx=maxx, maxy=maxy, srid=srid)
+            "AND search_frame = BuildMbr(:area_minx, :area_miny, :area_maxx, :area_maxy, :area_srid)"
+        )
         return and_(co.c.id.in_(candidates.columns(literal_column("rowid"))),
-                    func.ST_Intersects(co.c.geom, func.GeomFromText(wkt, srid)) == 1)
-    return func.ST_Intersects(co.c.geom, func.ST_GeomFromText(wkt, srid))
+                    func.ST_Intersects(co.c.geom, func.GeomFromText(bindparam("area_wkt", type_=String),
+                                                                     bindparam("area_srid", type_=Integer))) == 1)
+    # The area is a parameter typed geometry (hex EWKB), not ST_GeomFromText(:wkt): psycopg prepares a
+    # statement run five times and PostgreSQL then plans it once, generically, where a function of
+    # parameters is evaluated per row: the 115-vertex WKT was parsed for every candidate (a W1 page took
+    # 13 ms instead of 2; bench/README.md). A typed parameter is parsed once, at bind time.
+    return func.ST_Intersects(co.c.geom, cast(bindparam("area", type_=String), PostGISGeometry()))
+
+
+def _area_values(t: CIMTables, dialect: str, area: shapely.Geometry) -> dict[str, Any]:
+    srid = t.city_object.c.geom.type.srid
+    if dialect == "sqlite":
+        minx, miny, maxx, maxy = area.bounds
+        return {"area_minx": minx, "area_miny": miny, "area_maxx": maxx, "area_maxy": maxy, "area_srid": srid,
+                "area_wkt": area.wkt}
+    return {"area": shapely.to_wkb(shapely.set_srid(area, srid), hex=True, include_srid=True)}
 
 
 def _time_filter(t: CIMTables, start: datetime | None, end: datetime | None) -> ColumnElement[bool]:
@@ -141,8 +173,17 @@ def _time_filter(t: CIMTables, start: datetime | None, end: datetime | None) -> 
 def where_clauses(t: CIMTables, dialect: str, q: FeatureQuery) -> list[ColumnElement[bool]]:
     co = t.city_object
     out: list[ColumnElement[bool]] = [co.c.layer == q.layer]
-    if q.area is not None:
-        out.append(false() if q.area.is_empty else area_filter(t, dialect, q.area))
+    if q.area is not None and not q.area.is_empty:
+        out.append(area_filter(t, dialect, q.area))
+    return out + _other_filters(t, dialect, q)
+
+
+def _other_filters(t: CIMTables, dialect: str, q: FeatureQuery) -> list[ColumnElement[bool]]:
+    """The filters besides the layer and a (non-empty) area: built per request, not part of a page's shape."""
+    co = t.city_object
+    out: list[ColumnElement[bool]] = []
+    if q.area is not None and q.area.is_empty:
+        out.append(false())
     if q.time is not None:
         out.append(_time_filter(t, *q.time))
     for prop, value in q.equals.items():
@@ -163,13 +204,22 @@ def _property_columns(t: CIMTables, layer: str, parent: Any, root: Any) -> list[
 
 
 def _json_value(dialect: str, column: ColumnElement) -> ColumnElement:
-    """A column as its JSON value; timestamps as RFC 3339 UTC text ("1990-01-01T00:00:00Z"), dates ISO."""
+    """A column as its JSON value (SpatiaLite); timestamps as RFC 3339 UTC text ("1990-01-01T00:00:00Z")."""
     if not isinstance(column.type, DateTime):
         return column
-    if dialect == "sqlite":  # stored as "1990-01-01 00:00:00.000000" (UTC)
-        return type_coerce(func.replace(func.replace(column, ".000000", ""), " ", "T"), String).concat("Z")
-    iso = func.btrim(cast(func.to_json(func.timezone("UTC", column)), Text), '"')
-    return type_coerce(iso, String).concat("Z")
+    # stored as "1990-01-01 00:00:00.000000" (UTC)
+    return type_coerce(func.replace(func.replace(column, ".000000", ""), " ", "T"), String).concat("Z")
+
+
+def _json_member(name: str, column: ColumnElement) -> ColumnElement:
+    """PostGIS: ``"name":<value as JSON text>``, NULL when the value is (so concat_ws leaves it out);
+    timestamps as RFC 3339 UTC ("1990-01-01T00:00:00Z"), dates ISO."""
+    assert name.replace("_", "").isalnum(), name  # our own property names, never user input
+    if isinstance(column.type, DateTime):  # to_json writes "1990-01-01T00:00:00": close it with Z"
+        value = func.rtrim(cast(func.to_json(func.timezone("UTC", column)), Text), '"').concat('Z"')
+    else:
+        value = cast(func.to_json(column), Text)
+    return literal_column(f"'\"{name}\":'", Text).concat(value)
 
 
 def properties_json(t: CIMTables, dialect: str, layer: str, parent: Any, root: Any,
@@ -177,21 +227,30 @@ def properties_json(t: CIMTables, dialect: str, layer: str, parent: Any, root: A
     """A feature's ``properties`` as JSON text, built by the database: the layer's typed properties (nulls
     left out) over the object's other attributes (a typed property wins over an attribute of the same
     name); with ``select``, only those typed properties. Encoding 1,000 features this way costs ~1 ms of
-    Python instead of ~11 ms building dicts (PostGIS, 2026-11-29)."""
+    Python instead of ~11 ms building dicts (PostGIS, 2026-11-29).
+
+    On PostGIS the text is concatenated, not built as jsonb: merging jsonb objects cost ~10 µs a row, most
+    of a W1 page's execution (bench/README.md); ``"name":value`` members joined by ``concat_ws`` (which
+    skips NULLs) and the attributes' own text (minus the typed names) cost a third of that."""
     pairs = [(n, c) for n, c in _property_columns(t, layer, parent, root) if select is None or n in select]
-    args: list[Any] = []
-    for name, column in pairs:
-        assert name.replace("_", "").isalnum(), name  # our own property names, never user input
-        args += [literal_column(f"'{name}'"), _json_value(dialect, column)]
     attrs = t.city_object.c.attributes
     if dialect == "sqlite":  # json_patch drops the keys whose new value is null
+        args: list[Any] = []
+        for name, column in pairs:
+            assert name.replace("_", "").isalnum(), name  # our own property names, never user input
+            args += [literal_column(f"'{name}'"), _json_value(dialect, column)]
         base = literal("{}") if select is not None else func.coalesce(type_coerce(attrs, Text), "{}")
         return type_coerce(func.json_patch(base, func.json_object(*args)), Text)
-    typed = func.jsonb_strip_nulls(func.jsonb_build_object(*args))
-    if select is not None:
-        return cast(typed, Text)
-    base = case((func.jsonb_typeof(attrs) == "object", attrs), else_=literal_column("'{}'::jsonb"))
-    return cast(base.op("||")(typed), Text)
+    members = [_json_member(name, column) for name, column in pairs]
+    if select is None:
+        names = ",".join(f"'{name}'" for name, _ in pairs)
+        others = cast(case((func.jsonb_typeof(attrs) == "object",
+                            attrs.op("-")(literal_column(f"ARRAY[{names}]::text[]"))),
+                           else_=literal_column("'{}'::jsonb")), Text)
+        # "{...}" without its braces; NULL for "{}"
+        members.append(func.nullif(func.left(func.substr(others, 2), -1), ""))
+    joined = func.concat_ws(literal_column("','", Text), *members) if members else literal("")
+    return type_coerce(literal_column("'{'", Text).concat(joined).concat(literal_column("'}'", Text)), Text)
 
 
 @lru_cache(maxsize=256)
@@ -219,21 +278,57 @@ def _output_columns(t: CIMTables, dialect: str, layer: str, as_json: bool, selec
 def select_features(t: CIMTables, dialect: str, q: FeatureQuery) -> Select:
     """Rows of one page: id, uid and GeoJSON (or WKB) geometry, with the properties either as JSON text
     (``properties``, for JSON outputs) or as typed columns and ``attributes`` (for files)."""
-    co = t.city_object
-    cols, parent, root = _output_columns(
-        t, dialect, q.layer, q.properties_json, None if q.select is None else tuple(q.select), q.with_geometry,
-        q.output_srid, q.precision, q.swap_xy, q.cim_level, q.geometry_encoding, q.crs84_also_srid)
-    stmt = select(*cols).select_from(co)
-    if "parent" in layer_properties(q.layer):
-        stmt = stmt.outerjoin(parent, parent.c.id == co.c.parent_id).outerjoin(root, root.c.id == co.c.root_id)
-    stmt = stmt.where(*where_clauses(t, dialect, q))
+    stmt, params = page_statement(t, dialect, q)
+    return stmt.params(**params)
+
+
+def page_statement(t: CIMTables, dialect: str, q: FeatureQuery) -> tuple[Select, dict[str, Any]]:
+    """:func:`select_features` as a statement and its parameter values: the statement is built once per
+    shape of request (layer, outputs, area or not, paging direction, sort) with the values as parameters,
+    and only filters beyond the area (time, property values, CQL2) are added per request. Building it
+    whole cost ~0.4 ms of Python per request, as much as running a by-id query."""
+    stmt = _page_skeleton(
+        t, dialect, q.layer, q.area is not None and not q.area.is_empty, q.after_id is not None,
+        q.before_id is not None, tuple(q.sortby), q.properties_json, None if q.select is None else tuple(q.select),
+        q.with_geometry, q.output_srid, q.precision, q.swap_xy, q.cim_level, q.geometry_encoding,
+        q.crs84_also_srid, q.versions_of)
+    others = _other_filters(t, dialect, q)
+    if others:
+        stmt = stmt.where(*others)
+    params: dict[str, Any] = {"page_limit": q.limit}
+    if q.before_id is not None:
+        params["before_id"] = q.before_id
+    else:
+        params["page_offset"] = q.offset
     if q.after_id is not None:
-        stmt = stmt.where(co.c.id > q.after_id)
-    if q.before_id is not None:  # the page before: newest first here, the caller reverses it
-        return stmt.where(co.c.id < q.before_id).order_by(co.c.id.desc()).limit(q.limit)
+        params["after_id"] = q.after_id
+    if q.area is not None and not q.area.is_empty:
+        params.update(_area_values(t, dialect, q.area))
+    return stmt, params
+
+
+@lru_cache(maxsize=256)
+def _page_skeleton(t: CIMTables, dialect: str, layer: str, area: bool, after: bool, before: bool,
+                   sortby: tuple[tuple[str, bool], ...], as_json: bool, select_: tuple[str, ...] | None,
+                   with_geometry: bool, output_srid: int, precision: int, swap_xy: bool, cim_level: int | None,
+                   encoding: str, crs84_also_srid: int | None, versions_of: tuple[str, ...]) -> Select:
+    co = t.city_object
+    cols, parent, root = _output_columns(t, dialect, layer, as_json, select_, with_geometry, output_srid,
+                                         precision, swap_xy, cim_level, encoding, crs84_also_srid)
+    stmt = select(*cols, *version_columns(t, versions_of)).select_from(co)
+    if "parent" in layer_properties(layer):
+        stmt = stmt.outerjoin(parent, parent.c.id == co.c.parent_id).outerjoin(root, root.c.id == co.c.root_id)
+    stmt = stmt.where(co.c.layer == layer)
+    if area:
+        stmt = stmt.where(_area_clause(t, dialect))
+    if after:
+        stmt = stmt.where(co.c.id > bindparam("after_id", type_=Integer))
+    limit = bindparam("page_limit", type_=Integer)
+    if before:  # the page before: newest first here, the caller reverses it
+        return stmt.where(co.c.id < bindparam("before_id", type_=Integer)).order_by(co.c.id.desc()).limit(limit)
     order = [co.c[PROPERTY_COLUMN.get(p, p)].asc() if asc else co.c[PROPERTY_COLUMN.get(p, p)].desc()
-             for p, asc in q.sortby]
-    return stmt.order_by(*order, co.c.id).limit(q.limit).offset(q.offset)
+             for p, asc in sortby]
+    return stmt.order_by(*order, co.c.id).limit(limit).offset(bindparam("page_offset", type_=Integer))
 
 
 def count_features(t: CIMTables, dialect: str, q: FeatureQuery, at_most: int | None = None) -> Select:
@@ -248,10 +343,30 @@ def select_feature(t: CIMTables, dialect: str, layer: str, uid: str, output_srid
                    precision: int = 9, swap_xy: bool = False, cim_level: int | None = None,
                    crs84_also_srid: int | None = None, properties_json: bool = True) -> Select:
     """One feature of ``layer`` by its public id."""
+    stmt, params = feature_statement(t, dialect, layer, uid, output_srid, precision, swap_xy, cim_level,
+                                     crs84_also_srid, properties_json)
+    return stmt.params(**params)
+
+
+def feature_statement(t: CIMTables, dialect: str, layer: str, uid: str, output_srid: int = 4326,
+                      precision: int = 9, swap_xy: bool = False, cim_level: int | None = None,
+                      crs84_also_srid: int | None = None, properties_json: bool = True,
+                      versions_of: tuple[str, ...] = ()) -> tuple[Select, dict[str, Any]]:
+    """:func:`select_feature` as a statement built once per shape and its parameter values."""
+    stmt = _feature_skeleton(t, dialect, layer, output_srid, precision, swap_xy, cim_level, crs84_also_srid,
+                             properties_json, versions_of)
+    return stmt, {"uid": uid, "page_limit": 1, "page_offset": 0}
+
+
+@lru_cache(maxsize=64)
+def _feature_skeleton(t: CIMTables, dialect: str, layer: str, output_srid: int, precision: int, swap_xy: bool,
+                      cim_level: int | None, crs84_also_srid: int | None, properties_json: bool,
+                      versions_of: tuple[str, ...]) -> Select:
     q = FeatureQuery(layer, output_srid=output_srid, precision=precision, swap_xy=swap_xy, cim_level=cim_level,
-                     crs84_also_srid=crs84_also_srid, limit=1, properties_json=properties_json)
-    stmt = select_features(t, dialect, q)
-    return stmt.where(t.city_object.c.uid == uid)
+                     crs84_also_srid=crs84_also_srid, limit=1, properties_json=properties_json,
+                     versions_of=versions_of)
+    stmt, _ = page_statement(t, dialect, q)
+    return stmt.where(t.city_object.c.uid == bindparam("uid", type_=String))
 
 
 def extent_statements(t: CIMTables, dialect: str, layer: str) -> tuple[Select, Select]:

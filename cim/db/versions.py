@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, select
+from sqlalchemy import ColumnElement, Connection, func, select
 
 from cim.db.models import CIMTables
 
@@ -31,3 +31,12 @@ def layer_version(conn: Connection, t: CIMTables, layer: str) -> int:
     """The layer's current version (0 for a layer never written)."""
     lv = t.layer_version
     return int(conn.execute(select(lv.c.version).where(lv.c.layer == layer)).scalar() or 0)
+
+
+def version_columns(t: CIMTables, layers: Iterable[str]) -> list[ColumnElement[int]]:
+    """The layers' versions as extra output columns (``_version_0``, …) of a query over their data: read in
+    the same statement, so in the same snapshot as the rows (an ETag that matches the data exactly), and
+    without a round trip of their own."""
+    lv = t.layer_version
+    return [func.coalesce(select(lv.c.version).where(lv.c.layer == layer).scalar_subquery(), 0)
+            .label(f"_version_{i}") for i, layer in enumerate(layers)]
