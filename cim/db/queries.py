@@ -16,9 +16,11 @@ import shapely
 from sqlalchemy import (
     ColumnElement,
     DateTime,
+    Float,
     Select,
     String,
     Text,
+    BigInteger,
     Integer,
     and_,
     bindparam,
@@ -128,27 +130,37 @@ class PostGISGeometry(UserDefinedType):
 
 def area_filter(t: CIMTables, dialect: str, area: shapely.Geometry) -> ColumnElement[bool]:
     """Objects whose footprint intersects ``area`` (storage CRS), through the spatial index."""
-    return _area_clause(t, dialect).params(**_area_values(t, dialect, area))
+    return _area_clause(t, dialect, _area_values(t, dialect, area))
 
 
 @lru_cache(maxsize=16)
-def _area_clause(t: CIMTables, dialect: str) -> ColumnElement[bool]:
-    """:func:`area_filter` with the area as parameters (values from :func:`_area_values`)."""
+def _area_parameters(t: CIMTables, dialect: str) -> ColumnElement[bool]:
+    """:func:`area_filter` with the area as parameters to give at execution (:func:`_area_values`)."""
+    return _area_clause(t, dialect, None)
+
+
+def _area_clause(t: CIMTables, dialect: str, values: dict[str, Any] | None) -> ColumnElement[bool]:
+    def param(name: str, type_: Any) -> Any:
+        if values is None:
+            return bindparam(name, type_=type_)
+        return bindparam(name, values[name], type_=type_, unique=True)
+
     co = t.city_object
     if dialect == "sqlite":
         # the R*Tree is only used through this virtual table (../shared/STACK-NOTES.md)
-        candidates = text(
-            "SELECT rowid FROM SpatialIndex WHERE f_table_name = 'city_object' AND f_geometry_column = 'geom' "
-            "AND search_frame = BuildMbr(:area_minx, :area_miny, :area_maxx, :area_maxy, :area_srid)"
-        )
-        return and_(co.c.id.in_(candidates.columns(literal_column("rowid"))),
-                    func.ST_Intersects(co.c.geom, func.GeomFromText(bindparam("area_wkt", type_=String),
-                                                                     bindparam("area_srid", type_=Integer))) == 1)
+        frame = func.BuildMbr(param("area_minx", Float), param("area_miny", Float), param("area_maxx", Float),
+                              param("area_maxy", Float), param("area_srid", Integer))
+        candidates = select(literal_column("rowid")).select_from(text("SpatialIndex")).where(
+            literal_column("f_table_name") == "city_object", literal_column("f_geometry_column") == "geom",
+            literal_column("search_frame") == frame)
+        return and_(co.c.id.in_(candidates),
+                    func.ST_Intersects(co.c.geom, func.GeomFromText(param("area_wkt", String),
+                                                                     param("area_srid", Integer))) == 1)
     # The area is a parameter typed geometry (hex EWKB), not ST_GeomFromText(:wkt): psycopg prepares a
     # statement run five times and PostgreSQL then plans it once, generically, where a function of
     # parameters is evaluated per row: the 115-vertex WKT was parsed for every candidate (a W1 page took
     # 13 ms instead of 2; bench/README.md). A typed parameter is parsed once, at bind time.
-    return func.ST_Intersects(co.c.geom, cast(bindparam("area", type_=String), PostGISGeometry()))
+    return func.ST_Intersects(co.c.geom, cast(param("area", String), PostGISGeometry()))
 
 
 def _area_values(t: CIMTables, dialect: str, area: shapely.Geometry) -> dict[str, Any]:
@@ -320,15 +332,15 @@ def _page_skeleton(t: CIMTables, dialect: str, layer: str, area: bool, after: bo
         stmt = stmt.outerjoin(parent, parent.c.id == co.c.parent_id).outerjoin(root, root.c.id == co.c.root_id)
     stmt = stmt.where(co.c.layer == layer)
     if area:
-        stmt = stmt.where(_area_clause(t, dialect))
+        stmt = stmt.where(_area_parameters(t, dialect))
     if after:
-        stmt = stmt.where(co.c.id > bindparam("after_id", type_=Integer))
-    limit = bindparam("page_limit", type_=Integer)
+        stmt = stmt.where(co.c.id > bindparam("after_id", type_=BigInteger))
+    limit = bindparam("page_limit", type_=BigInteger)
     if before:  # the page before: newest first here, the caller reverses it
-        return stmt.where(co.c.id < bindparam("before_id", type_=Integer)).order_by(co.c.id.desc()).limit(limit)
+        return stmt.where(co.c.id < bindparam("before_id", type_=BigInteger)).order_by(co.c.id.desc()).limit(limit)
     order = [co.c[PROPERTY_COLUMN.get(p, p)].asc() if asc else co.c[PROPERTY_COLUMN.get(p, p)].desc()
              for p, asc in sortby]
-    return stmt.order_by(*order, co.c.id).limit(limit).offset(bindparam("page_offset", type_=Integer))
+    return stmt.order_by(*order, co.c.id).limit(limit).offset(bindparam("page_offset", type_=BigInteger))
 
 
 def count_features(t: CIMTables, dialect: str, q: FeatureQuery, at_most: int | None = None) -> Select:
