@@ -83,7 +83,8 @@ def log(msg: str) -> None:
 
 
 def cim(*args: str) -> list[str]:
-    return [str(ROOT / ".venv/bin/python"), "-m", "cim.cli", *args]
+    # the interpreter running this script (the project's venv; a worktree may have no .venv of its own)
+    return [sys.executable, "-m", "cim.cli", *args]
 
 
 def free_port() -> int:
@@ -847,7 +848,7 @@ def bench(url: str, args: argparse.Namespace, tmp: Path, src: Path, source: dict
             f"{median([len(truths[b]) for b in plan.w1_bboxes[:args.check_w1]])}, W2 median "
             f"{median([len(truths[b]) for b in plan.w2_bboxes[:args.check_w2]])}")
         result["versions"] = {
-            "ours": versions(ROOT / ".venv", ["pygeoapi", "uvicorn", "uvloop", "httptools", "SQLAlchemy",
+            "ours": versions(Path(sys.executable).parent.parent, ["pygeoapi", "uvicorn", "uvloop", "httptools", "SQLAlchemy",
                                               "psycopg"]),
             "pygeoapi": versions(BENCH / ".venv-pygeoapi", ["pygeoapi", "gunicorn", "SQLAlchemy",
                                                             "GeoAlchemy2", "psycopg2-binary", "Flask"]),
