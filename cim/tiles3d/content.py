@@ -108,7 +108,7 @@ def build_tile(batches: Any, sel: Selection, cell: Cell, geo: Geodesy, settings:
     features = {p.spec.layer: len(p.values["uid"]) for p in primitives}
     extras = {"cim": {"tile": cell.address, "layers": [p.spec.layer for p in primitives], "cim_level": sel.cim_level,
                       "features": features, "inputs": digest}}
-    glb = glb_bytes(primitives, extras)
+    glb = glb_bytes(primitives, extras, settings.draco_position_bits if settings.compression == "draco" else None)
     return TileContent(cell, glb, region, frame.transform, features,
                        vertices=sum(len(p.positions) for p in primitives),
                        triangles=sum(len(p.triangles) for p in primitives),
