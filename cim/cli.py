@@ -21,6 +21,8 @@ app = typer.Typer(help="Benxi CIM platform: CIM database, demo city and OGC API 
                   pretty_exceptions_enable=False)
 db_app = typer.Typer(help="Create and upgrade the CIM database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+tracks_app = typer.Typer(help="Vehicle GPS tracks (车辆轨迹).", no_args_is_help=True)
+app.add_typer(tracks_app, name="tracks")
 err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
@@ -552,6 +554,34 @@ def tiles_package(
         _fail(f"{output}: {exc}")
     out.print(f"{report.path}: {report.format}, {report.tiles:,} tiles with data of {report.addressed:,} "
               f"({report.size / 1e6:,.2f} MB)")
+
+
+@tracks_app.command("load")
+def tracks_load(files: Annotated[list[Path], typer.Argument(help="GPS fixes: CSV (header: vehicle_id, time, lon, "
+                                                                 "lat, speed[, heading, vehicle_type]) or JSON")],
+                crs: Annotated[Optional[str], typer.Option(help="CRS of the coordinates (default CRS84; "
+                                                                "urn:benxi-cim:crs:GCJ-02 for Gaode terminals)")] = None,
+                database: DatabaseOpt = None) -> None:
+    """Load GPS fixes into vehicle-tracks (a line per vehicle and day) and vehicle-positions, all files or
+    nothing; bad rows are named by file and line."""
+    from cim.db.schema import tables_for
+    from cim.ops.tracks import TrackError, load_file
+
+    s = _settings(database)
+    try:
+        engine = open_engine(s.database_url)
+        t = tables_for(engine)
+        with engine.connect() as conn:
+            conn.execution_options(write_lock=True)
+            with conn.begin():
+                results = [load_file(conn, t, f, crs, s.ops.city_bbox, s.ops.tracks_max_rows) for f in files]
+        engine.dispose()
+    except CIMDatabaseError as exc:
+        _fail(str(exc))
+    except TrackError as exc:
+        _fail(f"nothing loaded: {exc}")
+    for f, r in zip(files, results):
+        out.print(f"{f}: {r.fixes:,} fixes, {r.vehicles} vehicles, {r.tracks} tracks (vehicle, day)")
 
 
 if __name__ == "__main__":  # pragma: no cover

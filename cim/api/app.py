@@ -25,6 +25,7 @@ from cim.api.cases import CONFORMANCE as CASES_CONFORMANCE, CaseEndpoints
 from cim.api.config import STATIC_URL, prepare
 from cim.api.features import CollectionCRSMetadata, FeaturesEndpoint
 from cim.api.middleware import BodyRewriter, OfflineAssets
+from cim.api.tracks import TrackEndpoints
 from cim.db.engine import open_engine
 from cim.db.models import CIMTables
 from cim.settings import get_settings
@@ -96,6 +97,7 @@ def create_app() -> Starlette:
         Mount(f"{STATIC_URL}/maplibre-gl", app=StaticFiles(directory=MAPLIBRE_DIR, check_dir=False)),
         Mount(STATIC_URL, app=StaticFiles(directory=STATIC_DIR), name="cim-static"),
         *CaseEndpoints(_database, url, settings.ops).routes(),  # before the read routes of the same paths
+        *TrackEndpoints(_database, settings.ops).routes(),
         Route("/collections/{collection}/items", FeaturesEndpoint(pygeoapi_app, layers, url, limits, single=False)),
         Route("/collections/{collection}/items/{feature}",
               FeaturesEndpoint(pygeoapi_app, layers, url, limits, single=True)),
