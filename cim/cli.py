@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -194,9 +195,16 @@ def serve(database: DatabaseOpt = None,
     # the workers read these through get_settings()
     os.environ["CIM_DATABASE_URL"] = s.database_url
     os.environ["CIM_HOST"], os.environ["CIM_PORT"] = s.host, str(s.port)
-    err.print(f"serving {safe_url(s.database_url)} at {s.url} ({s.workers} worker(s))")
+    # Prometheus metrics summed over the workers (cim.api.metrics): a folder emptied at each start
+    metrics_dir = Path(os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(s.data_dir / "metrics")))
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    reads = f", reads from {safe_url(s.read_database_url)}" if s.read_database_url else ""
+    err.print(f"serving {safe_url(s.database_url)}{reads} at {s.url} ({s.workers} worker(s))")
+    # uvicorn supervises the workers (a dead one is replaced); each builds its own app and pool after the fork
     uvicorn.run("cim.api.app:create_app", factory=True, host=s.host, port=s.port, workers=s.workers,
-                loop="uvloop", http="httptools", log_level="warning", access_log=False)
+                loop="uvloop", http="httptools", log_level="warning", access_log=False,
+                timeout_keep_alive=s.keep_alive_s, timeout_graceful_shutdown=30)
 
 
 @app.command()

@@ -175,21 +175,42 @@ class LocalCRS(BaseModel):
     definition: str  # WKT2 (e.g. a BOUNDCRS to EPSG:4490 for a 7-parameter system) or a PROJ string
 
 
+class LimitsSettings(BaseModel):
+    """What one request may cost the database and the workers (``cim.limits``; environment
+    ``CIM_LIMITS__STATEMENT_TIMEOUT_MS`` etc.). Past a limit the answer is a 4xx, or a 503 with Retry-After,
+    never a hung worker. They apply to the HTTP service only: ``cim load`` and builds run unbounded."""
+
+    statement_timeout_ms: int = Field(default=30_000, ge=0)  # per SQL statement of a request (0: none)
+    pool_size: int = Field(default=5, ge=1)  # database connections kept per worker
+    max_overflow: int = Field(default=5, ge=0)  # more opened under load, closed again when idle
+    pool_timeout_s: float = Field(default=5.0, gt=0)  # wait for a connection this long, then 503
+    retry_after_s: int = Field(default=5, ge=1)  # Retry-After of the 503s
+    max_body_bytes: int = Field(default=10_000_000, ge=1)  # request bodies (process inputs, uploads): 413 beyond
+    max_ids: int = Field(default=1000, ge=1)  # ids=a,b,c on items: 400 beyond
+    max_export_km2: float = Field(default=400.0, gt=0)  # area of a cim-download bbox: 400 beyond
+
+
 class Settings(BaseSettings):
     """Everything the service needs to know, validated once."""
 
-    model_config = SettingsConfigDict(env_prefix="CIM_", extra="ignore")
+    # CIM_LIMITS__POOL_SIZE=10 sets limits.pool_size
+    model_config = SettingsConfigDict(env_prefix="CIM_", extra="ignore", env_nested_delimiter="__")
 
     # A SpatiaLite file (sqlite:///var/cim.sqlite, the embedded default) or PostGIS
     # (postgresql+psycopg://user:password@host:port/db).
     database_url: str = "sqlite:///var/cim.sqlite"
+    # Read-only requests go here when set (a PostgreSQL streaming replica); writes always to database_url.
+    read_database_url: str = ""
     # CGCS2000 / 3-degree Gauss-Krueger CM 123E; x = easting, y = northing in the database.
     storage_crs: int = 4550
     # 1985 National Height Datum: heights in the database are normal heights.
     vertical_crs: int = 5737
     host: str = "127.0.0.1"
     port: int = 5000
-    workers: int = 1
+    workers: int = 1  # uvicorn worker processes (about one per core: measured figures in docs/deployment.md)
+    keep_alive_s: int = Field(default=5, ge=1)  # idle HTTP keep-alive; above the balancer's, never below
+    log_format: str = Field(default="json", pattern="^(json|text)$")  # the service's logs on standard error
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
     # Public URL of the service; derived from host and port when empty.
     public_url: str = ""
     # Where generated files go (DEM COG, effective pygeoapi config, OpenAPI document).

@@ -14,38 +14,25 @@ import yaml
 
 from starlette.applications import Starlette
 from starlette.middleware.gzip import GZipMiddleware
-from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Scope
-from sqlalchemy import Engine
 
 from cim.api.cases import CONFORMANCE as CASES_CONFORMANCE, CaseEndpoints
 from cim.api.config import STATIC_URL, prepare
+from cim.api import logs, metrics
 from cim.api.features import CollectionCRSMetadata, FeaturesEndpoint
+from cim.api.health import healthz, readyz
+from cim.api.limits import BodyLimit, install_handlers
 from cim.api.middleware import BodyRewriter, OfflineAssets
 from cim.api.tracks import TrackEndpoints
+from cim.api.provider import read_database, write_database
 from cim.db.engine import open_engine
-from cim.db.models import CIMTables
 from cim.settings import get_settings
 from cim.tiles.endpoints import VectorTileEndpoints
 from cim.tiles.tilesets import CONFORMANCE as TILES_CONFORMANCE
 from cim.tiles3d.terrain_endpoints import TerrainEndpoints
 from cim.web import MAPLIBRE_DIR, STATIC_DIR
-
-async def healthz(request: Request) -> JSONResponse:
-    """Liveness and database reachability."""
-    from cim.api.provider import database
-
-    engine, _ = database(get_settings().database_url)
-    try:
-        with engine.connect() as conn:
-            conn.exec_driver_sql("SELECT 1")
-    except Exception as exc:  # reported, not raised: this is the health check
-        return JSONResponse({"status": "error", "database": str(exc).splitlines()[0]}, status_code=503)
-    return JSONResponse({"status": "ok", "database": engine.dialect.name})
-
 
 class Conformance(BodyRewriter):
     """Adds conformance classes our own routes implement (vector tiles) to pygeoapi's /conformance."""
@@ -66,15 +53,9 @@ class Conformance(BodyRewriter):
         return json.dumps(doc, ensure_ascii=False).encode()
 
 
-def _database() -> tuple[Engine, CIMTables]:
-    """The process-wide engine the feature routes use (one pool per worker)."""
-    from cim.api.provider import database
-
-    return database(get_settings().database_url)
-
-
 def create_app() -> Starlette:
     settings = get_settings()
+    logs.configure(settings.log_format)
     if "PYGEOAPI_CONFIG" not in os.environ or "PYGEOAPI_OPENAPI" not in os.environ:
         engine = open_engine(settings.database_url)
         try:
@@ -90,19 +71,21 @@ def create_app() -> Starlette:
     layers = {name: p for name, res in cfg.get("resources", {}).items() for p in res.get("providers", [])
               if p.get("name") == "cim.api.provider.CIMProvider"}
     url, limits = cfg["server"]["url"], cfg["server"].get("limits", {})
-    tiles = VectorTileEndpoints(_database, {name: str(p["data"]) for name, p in layers.items()}, url, settings.tiles)
+    tiles = VectorTileEndpoints(read_database, {name: str(p["data"]) for name, p in layers.items()}, url, settings.tiles)
     app = Starlette(routes=[
         Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics.metrics_endpoint),
         # MapLibre GL JS for /map, from npm (cim/web/package.json, installed by scripts/install.sh)
         Mount(f"{STATIC_URL}/maplibre-gl", app=StaticFiles(directory=MAPLIBRE_DIR, check_dir=False)),
         Mount(STATIC_URL, app=StaticFiles(directory=STATIC_DIR), name="cim-static"),
-        *CaseEndpoints(_database, url, settings.ops).routes(),  # before the read routes of the same paths
-        *TrackEndpoints(_database, settings.ops).routes(),
+        *CaseEndpoints(write_database, url, settings.ops).routes(),  # before the read routes of the same paths
+        *TrackEndpoints(write_database, settings.ops).routes(),
         Route("/collections/{collection}/items", FeaturesEndpoint(pygeoapi_app, layers, url, limits, single=False)),
         Route("/collections/{collection}/items/{feature}",
               FeaturesEndpoint(pygeoapi_app, layers, url, limits, single=True)),
         *tiles.routes(),
-        *TerrainEndpoints(_database, settings.terrain, settings.data_dir,
+        *TerrainEndpoints(read_database, settings.terrain, settings.data_dir,
                           str(settings.geoid_grid) if settings.geoid_grid else None).routes(),
         Mount("/", app=pygeoapi_app),
     ])
@@ -111,6 +94,10 @@ def create_app() -> Starlette:
     app.add_middleware(Conformance, classes=TILES_CONFORMANCE + CASES_CONFORMANCE)
     app.add_middleware(CollectionCRSMetadata, layers=set(layers), storage_srid=settings.storage_crs)
     app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=5)  # level 9 cost 23 ms on 800 KB
+    app.add_middleware(BodyLimit, max_bytes=settings.limits.max_body_bytes)
+    app.add_middleware(logs.RequestLog)  # outermost: sees every answer, and times it
+    install_handlers(app, settings.limits)  # 503 + Retry-After when the database cannot answer, 413
+    install_handlers(pygeoapi_app, settings.limits)
     # pygeoapi, pyproj and the app leave ~1M long-lived objects that every full collection walked again:
     # frozen, the longest GC pause in a 1000-feature-page window fell from 120-410 ms to 23-84 ms
     gc.freeze()

@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 from cim.crs import transformer
 from cim.db.queries import extent_statements, to_utc
 from cim.db.schema import tables_for
-from cim.settings import Settings, config_path, load_config_file
+from cim.settings import Settings, config_path, get_settings, load_config_file
 from cim.tiles.tilesets import openapi_paths
 from cim.web import STATIC_URL
 
@@ -94,7 +94,9 @@ def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any
 def document_our_parameters(oas: dict[str, Any], layers: list[str]) -> None:
     """Describe the items parameters our own routes answer (pygeoapi documents only its own): output and
     filter CRSs, CQL2 filters, ids, keyset page tokens, the CIM level of the geometry, JSON-FG."""
-    from cim.api.features import MAX_IDS, output_crs_uris
+    from cim.api.features import output_crs_uris
+
+    MAX_IDS = get_settings().limits.max_ids
 
     crs_list = {"type": "string", "enum": output_crs_uris()}
     ours = [

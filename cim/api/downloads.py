@@ -19,9 +19,10 @@ from pygeoapi.process.base import BaseProcessor
 from cim.api.processes import InvalidProcessInput
 from cim.api.provider import CIMProvider
 from cim.crs.registry import CRS84_URI, UnknownCRS, default_registry
-from cim.crs.transform import query_area
+from cim.crs.transform import OutsideArea, query_area
 from cim.db.models import LAYERS
 from cim.export import ExportError, write_empty_layer, write_vector_layers
+from cim.settings import get_settings
 
 FORMATS = {"gpkg": ("GPKG", "application/geopackage+sqlite3", ".gpkg"),
            "fgb": ("FlatGeobuf", "application/flatgeobuf", ".fgb")}
@@ -80,6 +81,14 @@ class DownloadProcessor(BaseProcessor):
         if level is not None and (not isinstance(level, int) or not 1 <= level <= 7):
             raise InvalidProcessInput(user_msg="cim_level: an integer from 1 to 7")
         reg = default_registry()
+        try:  # a cap on the area, as on the features: a city-wide export is one request among many
+            km2 = query_area(tuple(float(v) for v in bbox), reg.resolve(CRS84_URI),
+                             reg.epsg(get_settings().storage_crs)).area / 1e6
+        except OutsideArea as exc:
+            raise InvalidProcessInput(user_msg=f"bbox: {exc}") from None
+        if km2 > (most := get_settings().limits.max_export_km2):
+            raise InvalidProcessInput(user_msg=f"bbox: {km2:,.0f} km², at most {most:,.0f} km² in one download: "
+                                               "split it into smaller boxes")
         try:
             out_crs = reg.resolve(data.get("crs", "EPSG:4550"))
         except UnknownCRS as exc:

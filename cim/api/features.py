@@ -63,7 +63,6 @@ GEOJSON = "application/geo+json"
 RESERVED = {"f", "lang", "bbox", "bbox-crs", "crs", "datetime", "limit", "offset", "properties", "skipGeometry",
             "sortby", "resulttype", "filter", "filter-lang", "filter-crs", "after", "before", "cim_level", "ids"}
 NOT_YET = {"q"}  # free-text search
-MAX_IDS = 1000
 # parameters that change how a page looks or which page it is, not which features match (the count's key)
 NOT_FILTERING = {"f", "lang", "crs", "limit", "offset", "after", "before", "properties", "skipGeometry", "sortby",
                  "resulttype", "cim_level"}
@@ -116,6 +115,7 @@ class FeaturesEndpoint:
         self.count_matched = get_settings().count_matched
         self.count_limit = get_settings().count_limit
         self._counts = CountCache(get_settings().count_cache_size)
+        self.max_ids = get_settings().limits.max_ids
         self._providers: dict[str, CIMProvider] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -211,14 +211,14 @@ class FeaturesEndpoint:
             raise BadRequest(str(exc)) from None
 
     def _ids(self, request: Request, provider: CIMProvider) -> list:
-        """``ids=a,b,c``: only these features (at most MAX_IDS)."""
+        """``ids=a,b,c``: only these features (at most ``cim.limits.max_ids``)."""
         if "ids" not in request.query_params:
             return []
         wanted = _csv(request.query_params["ids"])
         if not wanted:
             raise BadRequest("ids: one or more feature ids separated by commas")
-        if len(wanted) > MAX_IDS:
-            raise BadRequest(f"ids: {len(wanted)} ids, at most {MAX_IDS} in one request")
+        if len(wanted) > self.max_ids:
+            raise BadRequest(f"ids: {len(wanted)} ids, at most {self.max_ids} in one request")
         return [provider.tables.city_object.c.uid.in_(wanted)]
 
     def _cim_level(self, request: Request) -> int | None:

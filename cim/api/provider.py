@@ -27,6 +27,7 @@ from pygeoapi.provider.base import (
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from cim.api.limits import unavailable
 from cim.crs import crs84_srid
 from cim.crs.registry import CRS84_URI, default_registry
 from cim.crs.transform import query_area
@@ -60,9 +61,30 @@ FIELD_TYPES: dict[str, dict[str, str]] = {
 
 @lru_cache(maxsize=4)
 def database(url: str) -> tuple[Engine, CIMTables]:
-    """The process-wide engine (one connection pool) and tables for ``url``."""
-    engine = open_engine(url)
-    return engine, tables_for(engine)
+    """The process-wide engine and tables for ``url``: one bounded pool per worker and a statement timeout
+    (``cim.limits``; :mod:`cim.api.limits` answers what they raise)."""
+    from cim.api import metrics
+
+    settings = get_settings()
+    limits = settings.limits
+    engine = open_engine(url, pool_size=limits.pool_size, max_overflow=limits.max_overflow,
+                         pool_timeout=limits.pool_timeout_s, statement_timeout_ms=limits.statement_timeout_ms)
+    metrics.watch_pool(engine, "primary" if url == settings.database_url else "replica")
+    tables = tables_for(engine)
+    _database_id(engine)  # read now: read first inside a request, it took a second connection from the pool
+    return engine, tables
+
+
+def read_database() -> tuple[Engine, CIMTables]:
+    """The engine for read-only requests: the replica (``read_database_url``) when there is one. Every
+    GET route reads through this; a replica lags the primary by its replay delay."""
+    settings = get_settings()
+    return database(settings.read_database_url or settings.database_url)
+
+
+def write_database() -> tuple[Engine, CIMTables]:
+    """The engine for requests that write (and must read their own writes): always the primary."""
+    return database(get_settings().database_url)
 
 
 def database_id(provider: "CIMProvider") -> str:
@@ -87,7 +109,8 @@ class CIMProvider(BaseProvider):
         self.id_field = "id"
         self.title_field = "name"
         try:
-            self.engine, self.tables = database(provider_def.get("database_url") or get_settings().database_url)
+            url = provider_def.get("database_url")
+            self.engine, self.tables = database(url) if url else read_database()
         except CIMDatabaseError as exc:
             raise ProviderConnectionError(str(exc)) from None
         self.dialect = self.engine.dialect.name
@@ -122,6 +145,8 @@ class CIMProvider(BaseProvider):
                 rows = [] if resulttype == "hits" else conn.execute(
                     select_features(self.tables, self.dialect, query)).mappings().all()
         except SQLAlchemyError as exc:
+            if unavailable(exc):  # a 503, by cim.api.limits
+                raise
             LOGGER.exception("query failed")
             raise ProviderQueryError(user_msg="query failed in the CIM database") from exc
         features = [self._feature(r, skip_geometry) for r in rows]
@@ -134,6 +159,8 @@ class CIMProvider(BaseProvider):
                 row = conn.execute(select_feature(self.tables, self.dialect, self.layer, str(identifier),
                                                   crs84_srid(self.storage_srid))).mappings().first()
         except SQLAlchemyError as exc:
+            if unavailable(exc):
+                raise
             LOGGER.exception("get failed")
             raise ProviderQueryError(user_msg="query failed in the CIM database") from exc
         if row is None:

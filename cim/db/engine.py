@@ -111,13 +111,44 @@ def _on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
         raise DisconnectionError(str(exc)) from exc
 
 
-def open_engine(url: str, *, create: bool = False, pool_size: int = 5) -> Engine:
+def _interrupt_after(engine: Engine, timeout_ms: int) -> None:
+    """SQLite's statement timeout: a progress handler interrupts a statement (``OperationalError:
+    interrupted``) once it has run ``timeout_ms``, fetching included; PostgreSQL's is ``statement_timeout``."""
+    limit = timeout_ms / 1000
+
+    @event.listens_for(engine, "connect")
+    def _install(dbapi_conn: Any, record: Any) -> None:
+        deadline = record.info["cim_deadline"] = [None]
+        # called every 10,000 virtual machine instructions (~0.1 ms): negligible, and prompt enough
+        dbapi_conn.set_progress_handler(lambda: deadline[0] is not None and time.monotonic() > deadline[0], 10_000)
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _start(conn: Any, *_args: Any) -> None:
+        if (deadline := conn.info.get("cim_deadline")) is not None:
+            deadline[0] = time.monotonic() + limit
+
+    # never interrupt the COMMIT or ROLLBACK that ends a statement's transaction (nor the pool's reset)
+    def _clear(info: dict) -> None:
+        if (deadline := info.get("cim_deadline")) is not None:
+            deadline[0] = None
+
+    event.listen(engine, "commit", lambda conn: _clear(conn.info))
+    event.listen(engine, "rollback", lambda conn: _clear(conn.info))
+    event.listen(engine.pool, "reset", lambda _dbapi, record, *_: _clear(record.info))
+
+
+def open_engine(url: str, *, create: bool = False, pool_size: int = 5, max_overflow: int | None = None,
+                pool_timeout: float = 30.0, statement_timeout_ms: int = 0) -> Engine:
     """Open an engine on a CIM database and check that it answers.
 
     Args:
         url: SQLAlchemy URL: ``sqlite:///path`` (SpatiaLite) or ``postgresql+psycopg://...`` (PostGIS).
         create: allow a SpatiaLite file that does not exist yet (``cim db init``).
-        pool_size: connections kept per process (PostGIS).
+        pool_size: connections kept per process.
+        max_overflow: connections opened beyond ``pool_size`` under load (default: ``pool_size``).
+        pool_timeout: seconds to wait for a connection before ``sqlalchemy.exc.TimeoutError``.
+        statement_timeout_ms: cancel any statement running longer (0: never): the HTTP service sets it,
+            loads and builds do not.
 
     Raises:
         CIMDatabaseError: with a one-line message naming the URL (password hidden).
@@ -139,20 +170,27 @@ def open_engine(url: str, *, create: bool = False, pool_size: int = 5) -> Engine
             module=_sqlite_module(),
             connect_args={"check_same_thread": False, "timeout": 30},
             json_serializer=_json_dumps,
+            pool_size=pool_size,
+            max_overflow=pool_size if max_overflow is None else max_overflow,
+            pool_timeout=pool_timeout,
         )
         event.listen(engine, "connect", _on_spatialite_connect)
         event.listen(engine, "begin", _on_spatialite_begin)
+        if statement_timeout_ms:
+            _interrupt_after(engine, statement_timeout_ms)
     elif sa_url.get_backend_name() == "postgresql":
         if sa_url.get_driver_name() in ("", "psycopg2"):
             sa_url = sa_url.set(drivername="postgresql+psycopg")
         engine = create_engine(
             sa_url,
             pool_size=pool_size,
-            max_overflow=pool_size,
+            max_overflow=pool_size if max_overflow is None else max_overflow,
+            pool_timeout=pool_timeout,
             # Many short queries: parallel workers and JIT compilation cost more than they save here
             # (a 900-row bbox page: 17 ms with a parallel bitmap scan, 9 ms without).
             connect_args={"connect_timeout": 10, "application_name": "cim",
-                          "options": "-c max_parallel_workers_per_gather=0 -c jit=off"},
+                          "options": "-c max_parallel_workers_per_gather=0 -c jit=off"
+                                     f" -c statement_timeout={int(statement_timeout_ms)}"},
             json_serializer=_json_dumps,
         )
         event.listen(engine, "checkin", _on_checkin)

@@ -72,6 +72,7 @@ class ThrowawayPostGIS:
             f"-p {self.port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
         )
+        self._opts = opts
         self._run("pg_ctl", "-D", str(data), "-o", opts, "-l", str(self.root / "server.log"), "-w", "start")
         import psycopg
 
@@ -101,6 +102,15 @@ class ThrowawayPostGIS:
         with psycopg.connect(host="127.0.0.1", port=self.port, user="postgres", dbname=name, autocommit=True) as conn:
             conn.execute("CREATE EXTENSION postgis")
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
+
+    def halt(self) -> None:
+        """Stop the server, keeping its data (fault tests: a database restart); :meth:`resume` starts it again."""
+        self._run("pg_ctl", "-D", str(self.root / "data"), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        """Start a halted server again, on the same port with the same data."""
+        self._run("pg_ctl", "-D", str(self.root / "data"), "-o", self._opts, "-l", str(self.root / "server.log"),
+                  "-w", "start")
 
     def stop(self) -> None:
         try:
