@@ -112,6 +112,22 @@ class ThrowawayPostGIS:
         self._run("pg_ctl", "-D", str(self.root / "data"), "-o", self._opts, "-l", str(self.root / "server.log"),
                   "-w", "start")
 
+    def replica(self) -> "ThrowawayPostGIS":
+        """A streaming replica of this server (``pg_basebackup -R``: a hot standby that follows it), started
+        on a port of its own; stop it before this one."""
+        standby = ThrowawayPostGIS(self.database)
+        sock = standby.root / "sock"
+        sock.mkdir()
+        if standby.as_root:
+            shutil.chown(standby.root, "postgres", "postgres")
+            shutil.chown(sock, "postgres", "postgres")
+        standby._run("pg_basebackup", "-D", str(standby.root / "data"), "-R", "-X", "stream", "-c", "fast",
+                     "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres")
+        standby._opts = (f"-p {standby.port} -k {sock} -c listen_addresses=127.0.0.1 -c hot_standby=on "
+                         "-c max_connections=200")
+        standby.resume()
+        return standby
+
     def stop(self) -> None:
         try:
             self._run("pg_ctl", "-D", str(self.root / "data"), "-m", "immediate", "-w", "stop")
