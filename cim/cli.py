@@ -195,8 +195,8 @@ def serve(database: DatabaseOpt = None,
     # the workers read these through get_settings()
     os.environ["CIM_DATABASE_URL"] = s.database_url
     os.environ["CIM_HOST"], os.environ["CIM_PORT"] = s.host, str(s.port)
-    # Prometheus metrics summed over the workers (cim.api.metrics): a folder emptied at each start
-    metrics_dir = Path(os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(s.data_dir / "metrics")))
+    # Prometheus metrics summed over the workers (cim.api.metrics): a folder per instance, emptied at each start
+    metrics_dir = Path(os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(s.data_dir / "metrics" / str(s.port))))
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)
     reads = f", reads from {safe_url(s.read_database_url)}" if s.read_database_url else ""

@@ -1,0 +1,208 @@
+"""Load test: a fixed mix of items and tile requests against `cim serve` on PostGIS, with wrk.
+
+Not a test (timings belong here). Runs the same wrk window twice in a row against one server and reports
+per run: requests/s, errors (socket errors and non-2xx/3xx), p50/p90/p99 latency, and the server's
+memory (RSS and PSS of its process tree) after each run; memory growth from the first run to the second
+must stay under 10 %, errors at zero. Then one window per worker count (``--scale``) for the per-worker
+throughput quoted in docs/deployment.md.
+
+    .venv/bin/python bench/load_test.py                      # throwaway PostGIS, 5,000-building demo
+    .venv/bin/python bench/load_test.py --database-url "$CIM_DATABASE_URL" --duration 60 --connections 64
+
+The URL mix (seeded, fixed): 40 % vector tiles of the city centre at zooms 14-17 (buildings, roads,
+pipelines), 30 % first items pages (limit 10-100, some with a ~500 m bbox), 20 % single items, 10 %
+keyset next pages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from features_bench import (  # noqa: E402  one way of starting servers and measuring process trees
+    MemorySampler,
+    Server,
+    connect,
+    free_port,
+    log,
+    tree_memory_mib,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+CENTRE = (123.77, 41.30)
+
+LUA = r"""-- written by bench/load_test.py: rotate through a fixed mix of request paths, count non-2xx/3xx
+paths = {
+%s
+}
+local counter = 0
+function setup(thread)
+  thread:set("start", counter * 997)
+  counter = counter + 1
+end
+function init(args)
+  i = start or 0
+end
+function request()
+  i = (i %% #paths) + 1
+  return wrk.format("GET", paths[i])
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRKJSON {"requests":%%d,"duration_us":%%d,"connect":%%d,"read":%%d,"write":%%d,"status":%%d,' ..
+    '"timeout":%%d,"p50_us":%%d,"p90_us":%%d,"p99_us":%%d,"max_us":%%d}\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
+end
+"""
+
+
+def tile_of(lon: float, lat: float, z: int) -> tuple[int, int]:
+    n = 2 ** z
+    x = int((lon + 180) / 360 * n)
+    y = int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * n)
+    return y, x
+
+
+def url_mix(db_url: str, n: int, seed: int) -> list[str]:
+    rnd = random.Random(seed)
+    with connect(db_url) as conn:
+        uids = [r[0] for r in conn.execute(
+            "SELECT uid FROM city_object WHERE object_class = 'Building' ORDER BY id LIMIT 5000").fetchall()]
+        first_ids = [r[0] for r in conn.execute(
+            "SELECT id FROM city_object WHERE object_class = 'Building' ORDER BY id LIMIT 2000").fetchall()]
+    paths = []
+    for _ in range(n):
+        r = rnd.random()
+        if r < 0.4:
+            z = rnd.choice((14, 15, 16, 17))
+            layer = rnd.choice(("buildings", "roads", "pipelines"))
+            lon = CENTRE[0] + rnd.uniform(-0.01, 0.01)
+            lat = CENTRE[1] + rnd.uniform(-0.008, 0.008)
+            row, col = tile_of(lon, lat, z)
+            paths.append(f"/collections/{layer}/tiles/WebMercatorQuad/{z}/{row}/{col}")
+        elif r < 0.7:
+            limit = rnd.choice((10, 50, 100))
+            if rnd.random() < 0.5:
+                lon = CENTRE[0] + rnd.uniform(-0.01, 0.01)
+                lat = CENTRE[1] + rnd.uniform(-0.008, 0.008)
+                bbox = f"{lon - 0.003:.5f},{lat - 0.0022:.5f},{lon + 0.003:.5f},{lat + 0.0022:.5f}"
+                paths.append(f"/collections/buildings/items?limit={limit}&bbox={bbox}")
+            else:
+                paths.append(f"/collections/{rnd.choice(('buildings', 'roads', 'pipe-nodes'))}/items?limit={limit}")
+        elif r < 0.9:
+            paths.append(f"/collections/buildings/items/{rnd.choice(uids)}")
+        else:
+            paths.append(f"/collections/buildings/items?limit=100&after={rnd.choice(first_ids)}")
+    return paths
+
+
+def run_wrk(server: Server, script: Path, seconds: int, connections: int) -> dict[str, Any]:
+    cmd = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "30s", "-s", str(script),
+           server.url("/")]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    line = next(ln for ln in out.splitlines() if ln.startswith("WRKJSON "))
+    res = json.loads(line[len("WRKJSON "):])
+    res["rps"] = round(res["requests"] / (res["duration_us"] / 1e6), 1)
+    res["errors"] = res["connect"] + res["read"] + res["write"] + res["status"] + res["timeout"]
+    return res
+
+
+def cim(*args: str) -> list[str]:
+    return [sys.executable, "-m", "cim.cli", *args]  # this interpreter: a worktree has no .venv of its own
+
+
+def make_demo(db_url: str, size: int, data_dir: Path) -> None:
+    env = {**os.environ, "CIM_DATABASE_URL": db_url, "CIM_DATA_DIR": str(data_dir), "PYTHONPATH": str(ROOT)}
+    for args in (("db", "init"), ("demo", "--size", str(size))):
+        log(f"cim {' '.join(args)}")
+        subprocess.run(cim(*args), env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+
+
+def serve(db_url: str, workers: int, data_dir: Path) -> Server:
+    port = free_port()
+    srv = Server(f"cim-{workers}w", cim("serve", "--port", str(port), "--workers", str(workers)),
+                 {"CIM_DATABASE_URL": db_url, "CIM_DATA_DIR": str(data_dir), "PYTHONPATH": str(ROOT)},
+                 ROOT, port, data_dir / f"serve-{workers}.log")
+    srv.start("/collections/buildings/items?limit=1")
+    return srv
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--database-url", help="an existing PostGIS with a demo city; default: a throwaway one")
+    parser.add_argument("--size", type=int, default=5000, help="demo buildings (throwaway PostGIS only)")
+    parser.add_argument("--duration", type=int, default=60)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--scale", default="1,2", help="worker counts for the per-worker throughput windows")
+    parser.add_argument("--scale-duration", type=int, default=20)
+    parser.add_argument("--urls", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=20261205)
+    parser.add_argument("--json", type=Path, help="write the results here too")
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="cim-load-"))
+    pg = None
+    if args.database_url:
+        db_url = args.database_url
+    else:
+        from cim.db.throwaway import ThrowawayPostGIS
+
+        pg = ThrowawayPostGIS().start()
+        db_url = pg.url
+        make_demo(db_url, args.size, tmp / "data")
+    results: dict[str, Any] = {"connections": args.connections, "duration_s": args.duration, "workers": args.workers,
+                               "cpus": os.cpu_count(), "runs": [], "scale": []}
+    try:
+        script = tmp / "mix.lua"
+        script.write_text(LUA % ",\n".join(json.dumps(p) for p in url_mix(db_url, args.urls, args.seed)))
+        srv = serve(db_url, args.workers, tmp)
+        try:
+            run_wrk(srv, script, 5, args.connections)  # warm-up: pools, caches, first-use imports
+            for i in (1, 2):
+                with MemorySampler(srv):
+                    res = run_wrk(srv, script, args.duration, args.connections)
+                res["rss_mib"], res["pss_mib"] = (round(v, 1) for v in tree_memory_mib(srv.proc.pid))
+                res["peak_rss_mib"] = round(srv.peak_rss_mib, 1)
+                log(f"run {i}: {res['rps']} req/s, {res['errors']} errors, p99 {res['p99_us'] / 1000:.1f} ms, "
+                    f"RSS {res['rss_mib']} MiB")
+                results["runs"].append(res)
+        finally:
+            srv.stop()
+        first, second = results["runs"]
+        results["memory_growth"] = round(second["rss_mib"] / first["rss_mib"] - 1, 4)
+        for workers in (int(w) for w in args.scale.split(",") if w):
+            srv = serve(db_url, workers, tmp)
+            try:
+                run_wrk(srv, script, 5, args.connections)
+                res = run_wrk(srv, script, args.scale_duration, args.connections)
+                results["scale"].append({"workers": workers, "rps": res["rps"], "errors": res["errors"],
+                                         "p99_ms": round(res["p99_us"] / 1000, 1)})
+                log(f"{workers} worker(s): {res['rps']} req/s, p99 {res['p99_us'] / 1000:.1f} ms")
+            finally:
+                srv.stop()
+    finally:
+        if pg is not None:
+            pg.stop()
+    ok = all(r["errors"] == 0 for r in results["runs"]) and results["memory_growth"] < 0.10
+    results["ok"] = ok
+    text = json.dumps(results, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text)
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
