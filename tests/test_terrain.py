@@ -214,6 +214,7 @@ def test_served_tiles_match_the_available_ranges(layer, server):
     assert unknown.status_code == 400 and "foo" in unknown.json()["description"]
 
 
+@pytest.mark.slow  # ~35 s: 47 tiles made on demand and checked against every DEM cell
 def test_vertices_are_the_dem_within_the_mesh_error_and_the_mesh_follows_the_dem(layer, server, demo_db):
     dem = DEMReader(demo_db.data_dir / "dem.cog.tif")
     errors = {int(k): v for k, v in layer["cim"]["max_error_m"].items()}
@@ -348,6 +349,7 @@ def grid_server(demo_db, geoid_grid, tmp_path_factory):
     stop_server(srv)
 
 
+@pytest.mark.slow  # its fixture pre-builds the demo's 67 tiles (~40 s)
 def test_cli_build_writes_every_available_tile(grid_server):
     srv, folder = grid_server
     doc = json.loads((folder / "layer.json").read_text())
