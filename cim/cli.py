@@ -492,6 +492,37 @@ def terrain_build(
         err.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
 
 
+@tiles3d_app.command("package")
+def tiles3d_package(
+    target: Annotated[Path, typer.Argument(help="The archive to write (.3tz)")],
+    source: Annotated[Optional[Path], typer.Option("--from", help="A built tileset folder (default: the folder "
+                                                   "`cim 3dtiles build` wrote for --layer and --cim-level)")] = None,
+    layer: Annotated[Optional[list[str]], typer.Option(help="Layer(s) of the tileset, as given to the build")] = None,
+    cim_level: Annotated[Optional[int], typer.Option(help="CIM level of the tileset")] = None,
+) -> None:
+    """Write a built tileset as one 3D Tiles archive (3TZ: a zip with an index) for offline use."""
+    from cim.tiles3d import Tiles3DError, check_request
+    from cim.tiles3d.archive import write_3tz
+    from cim.tiles3d.build import default_out_dir
+
+    if target.suffix.lower() != ".3tz":
+        _fail(f"{target}: a 3D Tiles archive must have the .3tz extension")
+    if source is None:
+        layers = [v.strip() for item in layer or [] for v in item.split(",") if v.strip()]
+        if not layers or cim_level is None:
+            _fail("give the tileset: --from FOLDER, or --layer and --cim-level as given to `cim 3dtiles build`")
+        try:
+            check_request(layers, cim_level)
+        except Tiles3DError as exc:
+            _fail(str(exc))
+        source = default_out_dir(layers, cim_level, get_settings().tiles3d)
+    try:
+        count = write_3tz(source, target)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    out.print(f"{target}: {count:,} files of {source} ({target.stat().st_size / 1e6:,.1f} MB)")
+
+
 def _storage_area(bbox: str, storage_srid: int):
     """A CRS84 --bbox as a polygon in the storage CRS (a clear error when it is malformed or outside)."""
     from cim.crs.registry import default_registry

@@ -24,6 +24,7 @@ from cim.api import logs, metrics
 from cim.api.features import CollectionCRSMetadata, FeaturesEndpoint
 from cim.api.health import healthz, readyz
 from cim.api.limits import BodyLimit, install_handlers
+from cim.api.geovolumes import CONFORMANCE as GEOVOLUMES_CONFORMANCE, GeoVolumeLinks, GeoVolumesEndpoints
 from cim.api.middleware import BodyRewriter, OfflineAssets
 from cim.api.tracks import TrackEndpoints
 from cim.api.provider import read_database, write_database
@@ -31,8 +32,11 @@ from cim.db.engine import open_engine
 from cim.settings import get_settings
 from cim.tiles.endpoints import VectorTileEndpoints
 from cim.tiles.tilesets import CONFORMANCE as TILES_CONFORMANCE
+from cim.tiles3d.endpoints import Tiles3DEndpoints
+from cim.tiles3d.served import cache_root
 from cim.tiles3d.terrain_endpoints import TerrainEndpoints
 from cim.web import MAPLIBRE_DIR, STATIC_DIR
+from cim.web.viewer3d import viewer_routes
 
 class Conformance(BodyRewriter):
     """Adds conformance classes our own routes implement (vector tiles) to pygeoapi's /conformance."""
@@ -71,13 +75,20 @@ def create_app() -> Starlette:
     layers = {name: p for name, res in cfg.get("resources", {}).items() for p in res.get("providers", [])
               if p.get("name") == "cim.api.provider.CIMProvider"}
     url, limits = cfg["server"]["url"], cfg["server"].get("limits", {})
-    tiles = VectorTileEndpoints(read_database, {name: str(p["data"]) for name, p in layers.items()}, url, settings.tiles)
+    collection_layers = {name: str(p["data"]) for name, p in layers.items()}
+    tiles = VectorTileEndpoints(read_database, collection_layers, url, settings.tiles)
+    grid = None if settings.geoid_grid is None else str(settings.geoid_grid)
+    tiles3d = Tiles3DEndpoints(read_database, collection_layers, url, cache_root(settings.data_dir),
+                               settings.tiles3d.out_dir, grid, settings.tiles.max_age, settings.tiles3d)
+    titles = {name: res.get("title", name) for name, res in cfg.get("resources", {}).items()}
+    geovolumes = GeoVolumesEndpoints(read_database, collection_layers, titles, url, grid, settings.tiles.max_age)
     app = Starlette(routes=[
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics.metrics_endpoint),
         # MapLibre GL JS for /map, from npm (cim/web/package.json, installed by scripts/install.sh)
         Mount(f"{STATIC_URL}/maplibre-gl", app=StaticFiles(directory=MAPLIBRE_DIR, check_dir=False)),
+        *viewer_routes(url),  # /3d and CesiumJS (cim/web/package.json too)
         Mount(STATIC_URL, app=StaticFiles(directory=STATIC_DIR), name="cim-static"),
         *CaseEndpoints(write_database, url, settings.ops).routes(),  # before the read routes of the same paths
         *TrackEndpoints(write_database, settings.ops).routes(),
@@ -87,11 +98,14 @@ def create_app() -> Starlette:
         *tiles.routes(),
         *TerrainEndpoints(read_database, settings.terrain, settings.data_dir,
                           str(settings.geoid_grid) if settings.geoid_grid else None).routes(),
+        *tiles3d.routes(),
+        *geovolumes.routes(),
         Mount("/", app=pygeoapi_app),
     ])
     # the last added runs outermost: gzip must see the bodies the rewriting middlewares produce
     app.add_middleware(OfflineAssets)
-    app.add_middleware(Conformance, classes=TILES_CONFORMANCE + CASES_CONFORMANCE)
+    app.add_middleware(Conformance, classes=TILES_CONFORMANCE + CASES_CONFORMANCE + GEOVOLUMES_CONFORMANCE)
+    app.add_middleware(GeoVolumeLinks, collections=collection_layers, base_url=url)
     app.add_middleware(CollectionCRSMetadata, layers=set(layers), storage_srid=settings.storage_crs)
     app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=5)  # level 9 cost 23 ms on 800 KB
     app.add_middleware(BodyLimit, max_bytes=settings.limits.max_body_bytes)

@@ -158,8 +158,11 @@ def glb_bytes(primitives: list[Primitive], extras: dict[str, Any] | None = None,
                                                    "roughnessFactor": 0.9}})
         gltf_primitives.append({
             "attributes": attributes, "indices": indices, "material": len(materials) - 1, "mode": 4,
+            # a label must be an identifier (^[a-zA-Z_][a-zA-Z0-9_]*$): CesiumJS names a shader field after it,
+            # and "pipe-nodes" failed to compile there
             "extensions": {"EXT_mesh_features": {"featureIds": [
-                {"featureCount": count, "attribute": 0, "propertyTable": table_index, "label": p.spec.layer}]}},
+                {"featureCount": count, "attribute": 0, "propertyTable": table_index,
+                 "label": p.spec.metadata_class}]}},
         })
         if draco is not None:
             gltf_primitives[-1]["extensions"]["KHR_draco_mesh_compression"] = draco
