@@ -117,7 +117,7 @@ def test_concurrent_updates_exactly_one_wins(http, server):
     start = threading.Barrier(8)
 
     def edit(i: int) -> None:
-        with httpx.Client(timeout=60) as c:
+        with httpx.Client(timeout=60, headers=http.headers) as c:  # the fixture's credentials, if any
             start.wait()
             r = c.patch(url, json={"properties": {"case_status": "dispatched", "worker": str(i)}},
                         headers={"If-Match": etag})
@@ -133,6 +133,29 @@ def test_concurrent_updates_exactly_one_wins(http, server):
     assert f["properties"]["revision"] == 2
     history = http.get(f"{url}/history").json()["features"]
     assert len(history) == 2 and history[1]["properties"]["worker"] == f["properties"]["worker"]
+
+
+def test_concurrent_creates_of_one_id_one_wins(http, server):
+    import httpx
+
+    uid = new_id()
+    before = count(http)
+    results: list[int] = []
+    start = threading.Barrier(8)
+
+    def post() -> None:
+        with httpx.Client(timeout=60, headers=http.headers) as c:  # the fixture's credentials, if any
+            start.wait()
+            results.append(c.post(f"{server.url}{ITEMS}", json={**case(), "id": uid}).status_code)
+
+    threads = [threading.Thread(target=post) for _ in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert sorted(results) == [201] + [409] * 7
+    assert count(http) == before + 1
+    assert len(http.get(f"{ITEMS}/{uid}/history").json()["features"]) == 1
 
 
 @pytest.mark.parametrize("body,fragment", [
@@ -175,4 +198,7 @@ def test_part4_conformance_and_collection(http):
     assert c["id"] == "cases" and GCJ02 in c["crs"]
     q = http.get("/collections/cases/queryables", params={"f": "json"}).json()["properties"]
     assert {"case_type", "case_status"} <= set(q)
+    paths = http.get("/openapi", params={"f": "json"}).json()["paths"]
+    assert {"post"} <= set(paths[ITEMS]) and {"put", "patch", "delete"} <= set(paths[ITEMS + "/{featureId}"])
+    assert "get" in paths[ITEMS + "/{featureId}/history"] and "post" in paths["/vehicle-tracks/fixes"]
 

@@ -34,6 +34,43 @@ CONFORMANCE = [
 MAX_BODY = 64 * 1024  # a case is a point and a few properties
 
 
+def openapi_paths() -> dict[str, Any]:
+    """OpenAPI for what pygeoapi does not document: PATCH and If-Match on a case, its history and related
+    objects, and the GPS fixes route (cim.api.tracks)."""
+    fid = {"name": "featureId", "in": "path", "required": True, "schema": {"type": "string"}}
+    if_match = {"name": "If-Match", "in": "header", "required": True, "schema": {"type": "string"},
+                "description": "The case's ETag from a GET (428 without it, 412 when stale)"}
+    error = {"description": "OGC exception JSON with the reasons",
+             "content": {"application/json": {"schema": {"type": "object"}}}}
+    geojson = {"application/geo+json": {"schema": {"type": "object"}}}
+    return {
+        ITEMS + "/{featureId}/history": {"get": {
+            "tags": ["cases"], "summary": "Every version of a case (the first and a deletion included)",
+            "operationId": "getCaseHistory", "parameters": [fid],
+            "responses": {"200": {"description": "A FeatureCollection of the versions, oldest first", "content": geojson},
+                          "404": error}}},
+        ITEMS + "/{featureId}/related": {"get": {
+            "tags": ["cases"], "summary": "The CIM objects related to a case and a 3D viewpoint (case-overlay)",
+            "operationId": "getCaseRelated", "parameters": [fid, {"name": "radius_m", "in": "query", "required": False,
+                                                                  "schema": {"type": "number"}}],
+            "responses": {"200": {"description": "Related objects with distances (m) and a viewpoint",
+                                  "content": {"application/json": {"schema": {"type": "object"}}}}, "404": error}}},
+        ITEMS + "/{featureId}": {"patch": {
+            "tags": ["cases"], "summary": "Update a case with a JSON merge patch (RFC 7396)", "operationId": "patchCase",
+            "parameters": [fid, if_match],
+            "requestBody": {"required": True, "content": {"application/merge-patch+json": {"schema": {"type": "object"}}}},
+            "responses": {"204": {"description": "Updated; the new ETag in the header"}, "400": error, "404": error,
+                          "412": error, "428": error}}},
+        "/vehicle-tracks/fixes": {"post": {
+            "tags": ["vehicle-tracks"], "summary": "Load vehicle GPS fixes (CSV or JSON), all or nothing",
+            "operationId": "postVehicleFixes",
+            "parameters": [{"name": "crs", "in": "query", "required": False, "schema": {"type": "string"}}],
+            "requestBody": {"required": True, "content": {"text/csv": {"schema": {"type": "string"}},
+                                                          "application/json": {"schema": {"type": "array"}}}},
+            "responses": {"201": {"description": "Fixes, vehicles and tracks written"}, "400": error}}},
+    }
+
+
 def item_etag(conn: Connection, t: CIMTables, uid: str, variant: str) -> str | None:
     """The strong ETag of one case's representation (None for no such case): its revision, which If-Match
     compares, and a digest of the representation (CRS, format) so that variants differ."""

@@ -143,6 +143,10 @@ def prepare(settings: Settings, engine: Engine) -> tuple[Path, Path]:
             if any(p.get("name") == "cim.api.provider.CIMProvider" for p in res.get("providers", []))]
     document_our_parameters(oas, ours)
     oas.setdefault("paths", {}).update(openapi_paths(ours, settings.tiles.tile_matrix_sets))  # cim.tiles routes
+    from cim.api.cases import openapi_paths as ops_paths
+
+    for path, ops in ops_paths().items():  # case PATCH, history, related; GPS fixes
+        oas["paths"].setdefault(path, {}).update(ops)
     oas_path.write_text(yaml.safe_dump(oas, allow_unicode=True, sort_keys=False), encoding="utf-8")
     os.environ["PYGEOAPI_CONFIG"] = str(cfg_path)
     os.environ["PYGEOAPI_OPENAPI"] = str(oas_path)

@@ -25,6 +25,7 @@ import numpy as np
 import shapely
 from geoalchemy2 import WKBElement
 from sqlalchemy import Connection, func, select
+from sqlalchemy.exc import IntegrityError
 
 from cim.crs import crs84_srid
 from cim.crs.registry import CRS84_URI, UnknownCRS, default_registry
@@ -283,13 +284,16 @@ def create(conn: Connection, t: CIMTables, case: Case) -> tuple[str, int]:
     co = t.city_object
     now = datetime.now(UTC)
     ds = dataset_id(conn, t)
-    if conn.dialect.name == "postgresql":  # a case number of its own needs the count and insert together
+    if case.uid is None and conn.dialect.name == "postgresql":  # a new case number: count and insert together
         conn.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtext('cim.ops.cases'))")
     uid = case.uid or new_uid(conn, t, now)
     if conn.execute(select(co.c.id).where(co.c.uid == uid)).first() is not None:
         raise CaseError(HTTPStatus.CONFLICT, "Conflict", [f"id: {uid!r} exists already (PUT replaces a case)"])
-    conn.execute(co.insert().values(uid=uid, object_class=CLASS, layer=LAYER, cim_level=1, revision=1,
-                                    dataset_id=ds, **_values(t, case, now)))
+    try:  # a concurrent create of the same id got there between the check and here
+        conn.execute(co.insert().values(uid=uid, object_class=CLASS, layer=LAYER, cim_level=1, revision=1,
+                                        dataset_id=ds, **_values(t, case, now)))
+    except IntegrityError:
+        raise CaseError(HTTPStatus.CONFLICT, "Conflict", [f"id: {uid!r} exists already (PUT replaces a case)"]) from None
     _record(conn, t, uid, 1, "create", now, case)
     bump(conn, t, [LAYER])
     return uid, 1
