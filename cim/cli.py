@@ -549,7 +549,7 @@ def main() -> None:  # pragma: no cover
 
 
 
-tiles_app = typer.Typer(help="Vector (and raster) tile packages for offline use.", no_args_is_help=True)
+tiles_app = typer.Typer(help="Vector and raster tiles: offline packages and the tile cache.", no_args_is_help=True)
 app.add_typer(tiles_app, name="tiles")
 
 
@@ -593,6 +593,86 @@ def tiles_package(
         _fail(f"{output}: {exc}")
     out.print(f"{report.path}: {report.format}, {report.tiles:,} tiles with data of {report.addressed:,} "
               f"({report.size / 1e6:,.2f} MB)")
+
+
+@tiles_app.command("seed")
+def tiles_seed(
+    bbox: Annotated[str, typer.Option(help="Area: min lon,min lat,max lon,max lat (CRS84)")],
+    zooms: Annotated[str, typer.Option(help="Tile matrix ids of each set: 12-16 or 14,15")],
+    tms: Annotated[Optional[str], typer.Option(help="Tile matrix sets, comma-separated (default: all served)")] = None,
+    collections: Annotated[Optional[str], typer.Option(help="Collections, comma-separated: vector layers and "
+                                                       "rasters by name (default: every vector collection and raster)")
+                           ] = None,
+    raster_format: Annotated[Optional[str], typer.Option("--format", help="Raster tiles: png, jpeg or webp "
+                                                         "(default: each style's first, png)")] = None,
+    workers: Annotated[int, typer.Option(min=1, max=32, help="Tiles built at once")] = 2,
+    database: DatabaseOpt = None,
+) -> None:
+    """Fill the tile cache for an area and zoom range; tiles cached for the current data are skipped, so a
+    second run resumes an interrupted one."""
+    from cim.db.schema import tables_for
+    from cim.settings import load_config_file
+    from cim.tiles.cache import TileCache
+    from cim.tiles.endpoints import RasterTileEndpoints, VectorTileEndpoints
+    from cim.tiles.raster import raster_layers
+    from cim.tiles.seed import parse_matrices, plan, seed, vector_collections
+
+    s = _settings(database)
+    if not s.tile_cache:
+        _fail("the tile cache is off (cim.tile_cache: false): nothing to seed")
+    try:
+        box = tuple(float(v) for v in bbox.split(","))
+    except ValueError:
+        box = ()
+    if len(box) != 4 or box[0] >= box[2] or box[1] >= box[3]:
+        _fail(f"--bbox: four numbers min lon,min lat,max lon,max lat, got {bbox!r}")
+    try:
+        matrices = parse_matrices(zooms)
+    except ValueError as exc:
+        _fail(str(exc))
+    if raster_format is not None and raster_format not in ("png", "jpeg", "webp"):
+        _fail(f"--format: png, jpeg or webp, got {raster_format!r}")
+    try:
+        engine = open_engine(s.database_url)
+        t = tables_for(engine)
+    except CIMDatabaseError as exc:
+        _fail(str(exc))
+
+    def database_fn():
+        return engine, t
+
+    cache = TileCache(s.tile_cache_dir)
+    vector = VectorTileEndpoints(database_fn, vector_collections(load_config_file(config_path())), s.url, s.tiles,
+                                 cache)
+    rasters = RasterTileEndpoints(database_fn, s.url, s.data_dir, s.tiles, cache)
+    set_ids = [v.strip() for v in tms.split(",")] if tms else list(vector.sets)
+    unknown = [v for v in set_ids if v not in vector.sets]
+    if unknown:
+        _fail(f"--tms: {', '.join(unknown)} not served; tile matrix sets: {', '.join(vector.sets)}")
+    if collections:
+        names = [v.strip() for v in collections.split(",") if v.strip()]
+    else:
+        with engine.connect() as conn:
+            names = list(vector.collections) + [r.name for r in raster_layers(conn, t, s.data_dir)]
+    try:
+        jobs = plan(engine, t, vector, rasters, names, [vector.sets[i] for i in set_ids], matrices, box,
+                    raster_format)
+    except ValueError as exc:
+        _fail(str(exc))
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("tiles"),
+               TimeElapsedColumn()]
+    started = time.monotonic()
+    with Progress(*columns, console=err) as bar:
+        task = bar.add_task(f"seeding {cache.root}", total=len(jobs))
+        report = seed(database_fn, vector, rasters, jobs, workers, advance=lambda: bar.advance(task))
+    engine.dispose()
+    out.print(f"{len(jobs):,} tiles: {report.built:,} built, {report.empty:,} empty, {report.skipped:,} already "
+              f"cached, {len(report.failed):,} failed, {report.uncached:,} not cached "
+              f"({time.monotonic() - started:.1f} s)", highlight=False)
+    for line in report.failed[:20]:
+        err.print(f"[bold red]failed:[/] {line}", highlight=False)
+    if report.failed:
+        raise typer.Exit(1)
 
 
 @tracks_app.command("load")

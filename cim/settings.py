@@ -112,6 +112,15 @@ class TilesSettings(BaseModel):
     # tile packages (cim tiles package, the cim-tiles-package process): at most this many tiles per package
     package_max_tiles: int = Field(default=50_000, ge=1)
     layers: dict[str, TileLayerSettings] = Field(default_factory=dict)
+    raster: RasterTileSettings = Field(default_factory=lambda: RasterTileSettings())
+
+
+class RasterTileSettings(BaseModel):
+    """Raster map tiles of the registered COGs (cim/tiles/raster.py). Zooms are WebMercatorQuad's."""
+
+    min_zoom: int = Field(default=8, ge=0, le=24)
+    # beyond the zoom whose pixels match the raster's cells, this many levels more (clients over-zoom after)
+    overzoom: int = Field(default=2, ge=0, le=8)
 
 
 class OpsSettings(BaseModel):
@@ -221,6 +230,10 @@ class Settings(BaseSettings):
     ops: OpsSettings = Field(default_factory=OpsSettings)
     tiles3d: Tiles3DSettings = Field(default_factory=Tiles3DSettings)
     terrain: TerrainSettings = Field(default_factory=TerrainSettings)
+    # The tile cache (vector and raster tiles, keyed by the layers' data versions; cim/tiles/cache.py);
+    # tile_cache false: every tile is built on request.
+    tile_cache: bool = True
+    tile_cache_dir: Path = Field(default=PROJECT_ROOT / "tiles" / "cache")
     # numberMatched on items pages: an exact count per request, or (False) omitted where counting a large
     # layer costs too much; paging links do not depend on it. Counting stops at count_limit: beyond it
     # numberMatched is omitted (a page that holds every match is counted for free).
@@ -268,7 +281,7 @@ class _ConfigFileSource(PydanticBaseSettingsSource):
     def __call__(self) -> dict[str, Any]:
         path = config_path()
         section = dict(load_config_file(path).get("cim") or {})
-        for key in ("data_dir", "geoid_grid"):
+        for key in ("data_dir", "geoid_grid", "tile_cache_dir"):
             if section.get(key):
                 section[key] = (path.parent / section[key]).resolve()
         for key in ("tiles3d", "terrain"):

@@ -114,7 +114,9 @@ class DemoDB:
 
     @property
     def env(self) -> dict[str, str]:
-        return {"CIM_DATABASE_URL": self.url, "CIM_DATA_DIR": str(self.data_dir)}
+        # tiles cached beside the data, never in the worktree's tiles/cache
+        return {"CIM_DATABASE_URL": self.url, "CIM_DATA_DIR": str(self.data_dir),
+                "CIM_TILE_CACHE_DIR": str(self.data_dir / "tile-cache")}
 
     def engine(self):
         return open_engine(self.url)
@@ -127,6 +129,27 @@ def demo_db(request, new_database, tmp_path_factory) -> DemoDB:
     run_cim("db", "init", env=db.env, check=True)
     run_cim("demo", "--size", str(DEMO_SIZE), "--seed", str(DEMO_SEED), env=db.env, check=True)
     return db
+
+
+RASTERS = ["raster/colorado_hro_orthophoto_15cm.tif", "raster/lidar_dtm_2m_epsg26918.tif",
+           "raster/lidar_dsm_2m_epsg26918.tif"]
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def raster_db(request, new_database, tmp_path_factory) -> DemoDB:
+    """A small demo city (its DEM) plus the sample orthophoto, DTM and DSM loaded with `cim load`."""
+    db = DemoDB(request.param, new_database(request.param), tmp_path_factory.mktemp(f"rasters-{request.param}"))
+    run_cim("db", "init", env=db.env, check=True)
+    run_cim("demo", "--size", "120", "--seed", str(DEMO_SEED), env=db.env, check=True)
+    run_cim("load", *(str(SHARED / "datasets" / r) for r in RASTERS), env=db.env, check=True)
+    return db
+
+
+@pytest.fixture(scope="session")
+def raster_server(raster_db) -> Iterator[Server]:
+    srv = start_server(raster_db, log_name="raster-server.log")
+    yield srv
+    stop_server(srv)
 
 
 def free_port() -> int:

@@ -30,8 +30,10 @@ from cim.api.tracks import TrackEndpoints
 from cim.api.provider import read_database, write_database
 from cim.db.engine import open_engine
 from cim.settings import get_settings
-from cim.tiles.endpoints import VectorTileEndpoints
+from cim.tiles.cache import TileCache
+from cim.tiles.endpoints import RasterTileEndpoints, VectorTileEndpoints
 from cim.tiles.tilesets import CONFORMANCE as TILES_CONFORMANCE
+from cim.tiles.tilesets import MAP_CONFORMANCE
 from cim.tiles3d.endpoints import Tiles3DEndpoints
 from cim.tiles3d.served import cache_root
 from cim.tiles3d.terrain_endpoints import TerrainEndpoints
@@ -76,7 +78,9 @@ def create_app() -> Starlette:
               if p.get("name") == "cim.api.provider.CIMProvider"}
     url, limits = cfg["server"]["url"], cfg["server"].get("limits", {})
     collection_layers = {name: str(p["data"]) for name, p in layers.items()}
-    tiles = VectorTileEndpoints(read_database, collection_layers, url, settings.tiles)
+    cache = TileCache(settings.tile_cache_dir if settings.tile_cache else None)
+    tiles = VectorTileEndpoints(read_database, collection_layers, url, settings.tiles, cache)
+    map_tiles = RasterTileEndpoints(read_database, url, settings.data_dir, settings.tiles, cache)
     grid = None if settings.geoid_grid is None else str(settings.geoid_grid)
     tiles3d = Tiles3DEndpoints(read_database, collection_layers, url, cache_root(settings.data_dir),
                                settings.tiles3d.out_dir, grid, settings.tiles.max_age, settings.tiles3d)
@@ -96,6 +100,7 @@ def create_app() -> Starlette:
         Route("/collections/{collection}/items/{feature}",
               FeaturesEndpoint(pygeoapi_app, layers, url, limits, single=True)),
         *tiles.routes(),
+        *map_tiles.routes(),
         *TerrainEndpoints(read_database, settings.terrain, settings.data_dir,
                           str(settings.geoid_grid) if settings.geoid_grid else None).routes(),
         *tiles3d.routes(),
@@ -104,7 +109,8 @@ def create_app() -> Starlette:
     ])
     # the last added runs outermost: gzip must see the bodies the rewriting middlewares produce
     app.add_middleware(OfflineAssets)
-    app.add_middleware(Conformance, classes=TILES_CONFORMANCE + CASES_CONFORMANCE + GEOVOLUMES_CONFORMANCE)
+    app.add_middleware(Conformance, classes=TILES_CONFORMANCE + MAP_CONFORMANCE + CASES_CONFORMANCE
+                                               + GEOVOLUMES_CONFORMANCE)
     app.add_middleware(GeoVolumeLinks, collections=collection_layers, base_url=url)
     app.add_middleware(CollectionCRSMetadata, layers=set(layers), storage_srid=settings.storage_crs)
     app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=5)  # level 9 cost 23 ms on 800 KB

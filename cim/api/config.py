@@ -19,7 +19,8 @@ from cim.crs import transformer
 from cim.db.queries import extent_statements, to_utc
 from cim.db.schema import tables_for
 from cim.settings import Settings, config_path, get_settings, load_config_file
-from cim.tiles.tilesets import openapi_paths
+from cim.tiles.raster import raster_layers
+from cim.tiles.tilesets import map_openapi_paths, openapi_paths
 from cim.web import STATIC_URL
 
 
@@ -83,7 +84,40 @@ def pygeoapi_config(settings: Settings, engine: Engine) -> dict[str, Any]:
                     res["extents"] = extents[layer]
                 else:  # an empty layer: pygeoapi needs an extent
                     res.setdefault("extents", {"spatial": {"bbox": city}})
+    resources.update(raster_resources(settings, engine, set(resources)))
     return cfg
+
+
+RASTER_TITLES = {"dem": "数字高程模型 DEM (digital elevation model)", "dsm": "数字表面模型 DSM (digital surface model)",
+                 "orthophoto": "正射影像 (orthophoto)"}
+
+
+def raster_resources(settings: Settings, engine: Engine, taken: set[str]) -> dict[str, Any]:
+    """A collection per registered raster: pygeoapi's rasterio coverage provider (OGC API – Coverages) over
+    its COG, linked to our map tiles (cim.tiles.endpoints.RasterTileEndpoints)."""
+    t = tables_for(engine)
+    with engine.connect() as conn:
+        layers = raster_layers(conn, t, settings.data_dir)
+    out: dict[str, Any] = {}
+    for layer in layers:
+        if layer.name in taken:  # a vector collection has the name: its map tiles stay reachable by URL
+            continue
+        bbox = transformer(layer.srid, "OGC:CRS84").transform_bounds(*layer.bounds, densify_pts=21)
+        out[layer.name] = {
+            "type": "collection",
+            "title": f"{layer.name}: {RASTER_TITLES.get(layer.kind, layer.kind)}",
+            "description": f"{RASTER_TITLES.get(layer.kind, layer.kind)}, {layer.resolution:g} units per cell, "
+                           f"EPSG:{layer.srid} (Cloud-Optimized GeoTIFF); map tiles in "
+                           f"{', '.join(settings.tiles.tile_matrix_sets)}",
+            "keywords": [layer.kind, "raster"],
+            "links": [{"type": "application/json", "rel": "http://www.opengis.net/def/rel/ogc/1.0/tilesets-map",
+                       "title": "Map tiles", "href": f"{settings.url}/collections/{layer.name}/map/tiles"}],
+            "extents": {"spatial": {"bbox": [round(float(v), 7) for v in bbox],
+                                    "crs": "http://www.opengis.net/def/crs/OGC/1.3/CRS84"}},
+            "providers": [{"type": "coverage", "name": "rasterio", "data": str(layer.path),
+                           "format": {"name": "GTiff", "mimetype": "image/tiff"}}],
+        }
+    return out
 
 
 def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -143,6 +177,9 @@ def prepare(settings: Settings, engine: Engine) -> tuple[Path, Path]:
             if any(p.get("name") == "cim.api.provider.CIMProvider" for p in res.get("providers", []))]
     document_our_parameters(oas, ours)
     oas.setdefault("paths", {}).update(openapi_paths(ours, settings.tiles.tile_matrix_sets))  # cim.tiles routes
+    with engine.connect() as conn:
+        rasters = {r.name: r.styles for r in raster_layers(conn, tables_for(engine), settings.data_dir)}
+    oas["paths"].update(map_openapi_paths(rasters, settings.tiles.tile_matrix_sets))
     from cim.api.cases import openapi_paths as ops_paths
 
     for path, ops in ops_paths().items():  # case PATCH, history, related; GPS fixes

@@ -8,6 +8,7 @@ Every write path in ``cim`` goes through :func:`bump` (the :class:`cim.db.writer
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
@@ -40,3 +41,10 @@ def version_columns(t: CIMTables, layers: Iterable[str]) -> list[ColumnElement[i
     lv = t.layer_version
     return [func.coalesce(select(lv.c.version).where(lv.c.layer == layer).scalar_subquery(), 0)
             .label(f"_version_{i}") for i, layer in enumerate(layers)]
+def raster_key(name: str) -> str:
+    """The ``layer_version`` key of a registered raster (``raster:NAME``; the column holds 32 characters, so a
+    longer name is shortened and hashed)."""
+    key = f"raster:{name}"
+    if len(key) <= 32:
+        return key
+    return f"raster:{name[:12]}~{hashlib.blake2b(name.encode(), digest_size=6).hexdigest()}"

@@ -22,6 +22,7 @@ import shapely
 from sqlalchemy import Engine, delete, insert, select, update
 
 from cim.db.schema import tables_for
+from cim.db.versions import bump, raster_key
 from cim.db.writer import ObjectWriter
 from cim.demo.interiors import interior_parts
 from cim.demo.layout import Frame, StreetGrid, terrain_height
@@ -130,6 +131,7 @@ def generate(engine: Engine, *, size: int, seed: int, center: tuple[float, float
                 name="dem", kind="dem", path=dem_path.name, srid=srid, vertical_srid=vertical_srid,
                 resolution=dem["resolution"], minx=dem["minx"], miny=dem["miny"], maxx=dem["maxx"],
                 maxy=dem["maxy"], object_id=terrain_id, dataset_id=dataset_id))
+            bump(conn, t, [raster_key("dem")])
 
             n_interiors = interiors if interiors is not None else max(3, size // 2000)
             written = 0

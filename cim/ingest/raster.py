@@ -22,6 +22,7 @@ from rio_cogeo.profiles import cog_profiles
 from sqlalchemy import Connection, delete, insert
 
 from cim.db.models import CIMTables
+from cim.db.versions import bump, raster_key
 from cim.ingest.model import ReadError
 from cim.ingest.place import PlacementError
 
@@ -79,6 +80,7 @@ def load_raster(conn: Connection, t: CIMTables, path: Path, dataset_id: int, run
         name=name, kind=kind, path=os.path.relpath(final, settings.data_dir), srid=epsg,
         vertical_srid=None, resolution=float(res[0]), minx=bounds.left, miny=bounds.bottom, maxx=bounds.right,
         maxy=bounds.top, dataset_id=dataset_id))
+    bump(conn, t, [raster_key(name)])  # its tiles' ETags and cache entries follow the new data
     report.loaded, report.read = 1, 1
     report.by_class = {f"raster:{kind}": 1}
     report.placement = {"mode": "registered in its own CRS", "source_crs": f"EPSG:{epsg}",

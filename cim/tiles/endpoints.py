@@ -1,4 +1,4 @@
-"""HTTP routes of OGC API – Tiles (Part 1) for the CIM collections' vector tiles.
+"""HTTP routes of OGC API – Tiles (Part 1): the CIM collections' vector tiles and the rasters' map tiles.
 
 - ``/tileMatrixSets``, ``/tileMatrixSets/{id}``: every set of :mod:`cim.crs.tms` (also under pygeoapi's
   spelling ``/TileMatrixSets``, which its landing page links to: pygeoapi itself knows only OGC's two
@@ -12,6 +12,8 @@
   ``collections=a,b`` selection (an unknown id is a 400);
 - ``/map/style.json``: the MapLibre style over the combined tiles (:mod:`cim.tiles.style`), and ``/map``:
   the page that draws it with the bundled MapLibre GL JS (``cim/web/map.html``).
+- ``/collections/{raster}[/styles/{style}]/map/tiles[/{tms}[/{tileMatrix}/{tileRow}/{tileCol}]]``: map
+  tiles (PNG, JPEG, WebP) of the registered rasters, :class:`RasterTileEndpoints`.
 
 Responses:
 
@@ -19,9 +21,12 @@ Responses:
   link to), the tile settings, this software's version and the address: checking it costs one key read,
   so a conditional GET is a 304 before any geometry work. ``Cache-Control: public, max-age`` from
   ``cim.tiles.max_age``; after it, clients revalidate.
-- gzip: tiles travel ``Content-Encoding: gzip`` when the client sends ``Accept-Encoding: gzip`` and the
-  tile is at least 1 KB (the app's gzip middleware, level 5; ``Vary: Accept-Encoding``), identity
-  otherwise. Never pre-compressed bytes without that header, which clients that do not sniff cannot read.
+- Tiles come from the tile cache (:mod:`cim.tiles.cache`) when it has them for the current data version,
+  else are built and stored there.
+- gzip: vector tiles are stored gzip-compressed (level 5) and travel ``Content-Encoding: gzip`` when the
+  client sends ``Accept-Encoding: gzip`` (``Vary: Accept-Encoding``), decompressed otherwise: never
+  compressed bytes without that header, which clients that do not sniff cannot read. Images are sent as
+  they are (PNG is deflated already, JPEG and WebP compressed).
 - An empty tile, inside the tileset's limits but with no feature, is **204 No Content** (with its ETag):
   OGC API – Tiles allows it, and clients skip it without decoding.
 - 404 (OGC exception JSON) for an unknown collection or tile matrix set, a tile matrix outside the
@@ -31,12 +36,14 @@ Responses:
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine
@@ -50,9 +57,10 @@ from cim.crs import transformer
 from cim.db.models import CIMTables
 from cim.db.queries import extent_statements
 from cim.db.schema import read_meta
-from cim.db.versions import layer_version
-from cim.settings import TilesSettings
-from cim.tiles import tilesets
+from cim.db.versions import layer_version, raster_key
+from cim.settings import RasterTileSettings, TilesSettings
+from cim.tiles import raster, tilesets
+from cim.tiles.cache import TileCache, TileKey
 from cim.tiles.grid import (
     Limits,
     TileError,
@@ -93,6 +101,59 @@ def not_modified(request: Request, etag: str) -> bool:
     return etag.removeprefix("W/") in sent or "*" in sent
 
 
+def digest(*parts: Any) -> str:
+    return hashlib.blake2b(json.dumps(parts).encode(), digest_size=16).hexdigest()
+
+
+def tile_response(request: Request, data: bytes, gzipped: bool, media_type: str, headers: dict[str, str],
+                  ) -> Response:
+    """A tile as stored: b"" is 204; gzip bytes go out as they are to a client that accepts gzip."""
+    if not data:
+        return Response(status_code=HTTPStatus.NO_CONTENT, headers=headers)
+    if gzipped:
+        headers = {**headers, "Vary": "Accept-Encoding"}
+        if "gzip" in request.headers.get("accept-encoding", ""):
+            return Response(data, media_type=media_type, headers={**headers, "Content-Encoding": "gzip"})
+        data = gzip.decompress(data)
+    return Response(data, media_type=media_type, headers=headers)
+
+
+def query_format(request: Request, allowed: tuple[str, ...], others: tuple[str, ...] = ()) -> str:
+    """The ``f`` asked for (the first allowed one by default); anything but ``others`` else in the query is
+    a 400."""
+    for name in request.query_params:
+        if name != "f" and name not in others:
+            raise HTTPError(HTTPStatus.BAD_REQUEST, f"unknown query parameter {name!r}")
+    f = request.query_params.get("f", allowed[0]).lower()
+    if f not in allowed:
+        raise HTTPError(HTTPStatus.BAD_REQUEST, f"f: one of {', '.join(allowed)}, got {f!r}")
+    return f
+
+
+_DATABASE_IDS: dict[str, str] = {}
+
+
+def database_id(conn: Connection) -> str:
+    """The database's own id (``cim_meta``), read once per process: part of every tile's version."""
+    key = str(conn.engine.url)
+    if key not in _DATABASE_IDS:
+        _DATABASE_IDS[key] = str(read_meta(conn).get("database_id", ""))
+    return _DATABASE_IDS[key]
+
+
+def endpoint(handler: Callable[..., Response]) -> Callable[[Request], Any]:
+    """An async route around a blocking handler; HTTP and tile errors become OGC exception documents."""
+    async def run(request: Request) -> Response:
+        try:
+            return await run_in_threadpool(handler, request, **request.path_params)
+        except HTTPError as exc:
+            return exception_response(exc)
+        except TileError as exc:
+            return exception_response(HTTPError(exc.status, str(exc)))
+
+    return run
+
+
 @dataclass
 class VectorTileEndpoints:
     """The routes, with their dependencies as fields (the shared engine comes from the API layer)."""
@@ -101,11 +162,11 @@ class VectorTileEndpoints:
     collections: dict[str, str]  # collection id → CIM layer
     base_url: str
     settings: TilesSettings
+    cache: TileCache = field(default_factory=lambda: TileCache(None))
     sets: dict[str, TileSet] = field(init=False)
     rules: dict[str, LayerRules] = field(init=False)
     _states: dict[tuple[str, int, str], tilesets.LayerState] = field(init=False, default_factory=dict)
     _extents: dict[tuple[str, int], tuple[float, float, float, float] | None] = field(init=False, default_factory=dict)
-    _database_ids: dict[str, str] = field(init=False, default_factory=dict)
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -142,15 +203,7 @@ class VectorTileEndpoints:
         return routes
 
     def _endpoint(self, handler: Callable[..., Response]) -> Callable[[Request], Any]:
-        async def endpoint(request: Request) -> Response:
-            try:
-                return await run_in_threadpool(handler, request, **request.path_params)
-            except HTTPError as exc:
-                return exception_response(exc)
-            except TileError as exc:
-                return exception_response(HTTPError(exc.status, str(exc)))
-
-        return endpoint
+        return endpoint(handler)
 
     # ------------------------------------------------------------------ checks
     def _layer(self, collection: str) -> str:
@@ -167,14 +220,7 @@ class VectorTileEndpoints:
 
     @staticmethod
     def _format(request: Request, allowed: tuple[str, ...], others: tuple[str, ...] = ()) -> str:
-        """The ``f`` asked for (the first allowed one by default); anything else in the query is a 400."""
-        for name in request.query_params:
-            if name != "f" and name not in others:
-                raise HTTPError(HTTPStatus.BAD_REQUEST, f"unknown query parameter {name!r}")
-        f = request.query_params.get("f", allowed[0]).lower()
-        if f not in allowed:
-            raise HTTPError(HTTPStatus.BAD_REQUEST, f"f: one of {', '.join(allowed)}, got {f!r}")
-        return f
+        return query_format(request, allowed, others)
 
     def _selection(self, request: Request) -> tuple[list[str], list[str] | None]:
         """The collections of a combined tile (all, in configuration order, when not asked for) and the
@@ -194,10 +240,11 @@ class VectorTileEndpoints:
 
     # ------------------------------------------------------------------ state
     def _database_id(self, conn: Connection) -> str:
-        key = str(conn.engine.url)
-        if key not in self._database_ids:
-            self._database_ids[key] = str(read_meta(conn).get("database_id", ""))
-        return self._database_ids[key]
+        return database_id(conn)
+
+    def tile_version(self, conn: Connection, versions: list[int]) -> str:
+        """What a tile's bytes depend on, as the cache's version folder name."""
+        return digest(database_id(conn), versions, __version__, TILE_FORMAT, self._settings_key)
 
     def _versions(self, conn: Connection, t: CIMTables, layer: str) -> list[int]:
         return [layer_version(conn, t, name) for name in (layer, *LINKED_LAYERS.get(layer, ()))]
@@ -245,6 +292,27 @@ class VectorTileEndpoints:
                 self._states[key] = state
         return state
 
+    # ------------------------------------------------------------------ tiles (the server's and the seeder's)
+    def tile_limits(self, conn: Connection, t: CIMTables, collection: str, ts: TileSet) -> list[Limits]:
+        """The collection's ``tileMatrixSetLimits`` in a set now (matrices of its zoom range with data)."""
+        layer = self.collections[collection]
+        return self._state(conn, t, layer, self._versions(conn, t, layer)[0], ts, self.rules[collection]).limits
+
+    def tile_key(self, conn: Connection, t: CIMTables, collection: str, ts: TileSet, matrix_id: str, row: int,
+                 col: int, versions: list[int] | None = None) -> TileKey:
+        versions = versions if versions is not None else self._versions(conn, t, self.collections[collection])
+        return TileKey(collection, "mvt", ts.id, self.tile_version(conn, versions), matrix_id, row, col, "mvt.gz")
+
+    def build(self, conn: Connection, t: CIMTables, key: TileKey) -> bytes:
+        """The tile of ``key`` as the cache holds it (gzip-compressed MVT; b"" without features), stored."""
+        ts = self.sets[key.tms]
+        q = tile_query(self.collections[key.collection], key.collection, ts, key.matrix, key.row, key.col,
+                       int(t.city_object.c.geom.type.srid), self.rules[key.collection], self.settings)
+        data = render(conn, t, q)
+        stored = gzip.compress(data, compresslevel=5, mtime=0) if data else b""
+        self.cache.put(key, stored)
+        return stored
+
     # ------------------------------------------------------------------ handlers
     def _tile(self, request: Request, collection: str, tms: str, matrix: str, row: str, col: str) -> Response:
         layer = self._layer(collection)
@@ -267,12 +335,10 @@ class VectorTileEndpoints:
             headers = self._headers(self._etag(conn, request, versions, tilesets.VECTOR_TILE))
             if not_modified(request, headers["ETag"]):
                 return Response(status_code=HTTPStatus.NOT_MODIFIED, headers=headers)
-            q = tile_query(layer, collection, ts, matrix_id, r, c, int(t.city_object.c.geom.type.srid), rules,
-                           self.settings)
-            data = render(conn, t, q)
-        if not data:
-            return Response(status_code=HTTPStatus.NO_CONTENT, headers=headers)
-        return Response(data, media_type=tilesets.VECTOR_TILE, headers=headers)
+            key = self.tile_key(conn, t, collection, ts, matrix_id, r, c, versions)
+            cached = self.cache.get(key)
+            data = cached.data if cached is not None else self.build(conn, t, key)
+        return tile_response(request, data, True, tilesets.VECTOR_TILE, headers)
 
     def _dataset_tile(self, request: Request, tms: str, matrix: str, row: str, col: str) -> Response:
         ts = self._tile_set(tms)
@@ -401,3 +467,176 @@ class VectorTileEndpoints:
         except KeyError as exc:
             raise HTTPError(HTTPStatus.NOT_FOUND, str(exc.args[0])) from None
         return self._json(request, doc, tilesets.JSON, {"Cache-Control": f"public, max-age={self.settings.max_age}"})
+
+
+RASTER_TILE_FORMAT = 1  # bump when the raster tiles written for the same data and settings change
+
+
+@dataclass(frozen=True)
+class RasterState:
+    """A raster as one data version serves it: the layer, its zoom range, extent and limits per set."""
+
+    layer: raster.RasterLayer
+    version: int
+    min_zoom: int
+    max_zoom: int
+    extent_crs84: tuple[float, float, float, float]
+    limits: dict[str, list[Limits]]  # tile matrix set id → limits of the matrices in the zoom range
+
+
+@dataclass
+class RasterTileEndpoints:
+    """Map tiles (OGC API – Tiles, PNG/JPEG/WebP) of the rasters registered in ``raster_layer``.
+
+    A collection is a raster by its name. Routes: ``/collections/{c}/map/tiles[/{tms}[/{z}/{row}/{col}]]`` in
+    the raster's default style, ``/collections/{c}/styles/{style}/map/tiles/...`` in any of its styles
+    (:data:`cim.tiles.raster.STYLES`); ``?f=`` picks the image format, ``?f=tilejson`` on a tileset.
+    Rasters are looked up per request by their data version (one key read), so a raster loaded while the
+    server runs has tiles at once.
+    """
+
+    database: Callable[[], tuple[Engine, CIMTables]]
+    base_url: str
+    data_dir: Any  # Path: relative COG paths in raster_layer resolve against it
+    settings: TilesSettings
+    cache: TileCache = field(default_factory=lambda: TileCache(None))
+    sets: dict[str, TileSet] = field(init=False)
+    _states: dict[tuple[str, int], RasterState] = field(init=False, default_factory=dict)
+    _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.base_url = self.base_url.rstrip("/")
+        self.sets = {tms_id: tile_set(tms_id) for tms_id in self.settings.tile_matrix_sets}
+        self._settings_key = self.settings.raster.model_dump_json()
+
+    @property
+    def raster_settings(self) -> RasterTileSettings:
+        return self.settings.raster
+
+    def routes(self) -> list[Route]:
+        routes = []
+        for prefix in ("/collections/{collection}/map/tiles", "/collections/{collection}/styles/{style}/map/tiles"):
+            routes += [Route(prefix, endpoint(self._tilesets)),
+                       Route(f"{prefix}/{{tms}}", endpoint(self._tileset)),
+                       Route(f"{prefix}/{{tms}}/{{matrix}}/{{row}}/{{col}}", endpoint(self._tile))]
+        return routes
+
+    # ------------------------------------------------------------------ state
+    def state(self, conn: Connection, t: CIMTables, collection: str) -> RasterState:
+        """The raster named ``collection`` at its current data version (404 when there is none)."""
+        version = layer_version(conn, t, raster_key(collection))
+        state = self._states.get((collection, version))
+        if state is not None:
+            return state
+        layer = raster.raster_layer(conn, t, Path(self.data_dir), collection)
+        if layer is None:
+            raise HTTPError(HTTPStatus.NOT_FOUND, f"no raster collection {collection!r} with map tiles")
+        max_zoom = raster.native_zoom(layer) + self.raster_settings.overzoom
+        min_zoom = min(self.raster_settings.min_zoom, max_zoom)
+        crs84 = transformer(layer.srid, "OGC:CRS84").transform_bounds(*layer.bounds, densify_pts=21)
+        tile_limits = {}
+        for ts in self.sets.values():
+            bbox = extent_in(ts, layer.bounds, layer.srid)
+            tile_limits[ts.id] = [limits(ts, m, bbox) for m in matrices_in_zoom_range(ts, min_zoom, max_zoom)]
+        state = RasterState(layer, version, min_zoom, max_zoom,
+                            tuple(round(float(v), 7) for v in crs84), tile_limits)  # type: ignore[arg-type]
+        if version:  # a raster registered before versions were kept is read again each time
+            with self._lock:
+                if len(self._states) > 256:
+                    self._states.clear()
+                self._states[(collection, version)] = state
+        return state
+
+    def tile_version(self, conn: Connection, state: RasterState) -> str:
+        return digest(database_id(conn), state.version, __version__, RASTER_TILE_FORMAT, self._settings_key,
+                      str(state.layer.path))
+
+    # ------------------------------------------------------------------ checks
+    def _tile_set(self, tms_id: str) -> TileSet:
+        if tms_id not in self.sets:
+            raise HTTPError(HTTPStatus.NOT_FOUND, f"no map tiles in tile matrix set {tms_id!r}; "
+                            f"tile matrix sets: {', '.join(self.sets)}")
+        return self.sets[tms_id]
+
+    @staticmethod
+    def _style(state: RasterState, style: str | None) -> tuple[str, bool]:
+        """(style, whether it is the default) for a path's style segment."""
+        styles = state.layer.styles
+        if style is None:
+            return styles[0], True
+        if style not in styles:
+            raise HTTPError(HTTPStatus.NOT_FOUND, f"{state.layer.name} has styles {', '.join(styles)}; "
+                            f"no style {style!r}")
+        return style, False
+
+    # ------------------------------------------------------------------ tiles (the server's and the seeder's)
+    def tile_key(self, conn: Connection, state: RasterState, style: str, ts: TileSet, matrix_id: str, row: int,
+                 col: int, fmt: str) -> TileKey:
+        return TileKey(state.layer.name, f"map-{style}", ts.id, self.tile_version(conn, state), matrix_id, row, col,
+                       fmt)
+
+    def build(self, state: RasterState, key: TileKey) -> bytes:
+        """The tile of ``key`` (b"" without data), stored in the cache."""
+        data = raster.render_raster_tile(state.layer, self.sets[key.tms], key.matrix, key.row, key.col, key.ext,
+                                         key.kind.removeprefix("map-")) or b""
+        self.cache.put(key, data)
+        return data
+
+    # ------------------------------------------------------------------ handlers
+    def _tile(self, request: Request, collection: str, tms: str, matrix: str, row: str, col: str,
+              style: str | None = None) -> Response:
+        engine, t = self.database()
+        with engine.connect() as conn:
+            state = self.state(conn, t, collection)
+            style, _ = self._style(state, style)
+            ts = self._tile_set(tms)
+            fmt = query_format(request, raster.FORMATS[style])
+            matrix_id, r, c = parse_address(ts, matrix, row, col)
+            zoom = web_mercator_zoom(ts, matrix_id)
+            if not state.min_zoom <= zoom <= state.max_zoom:
+                raise HTTPError(HTTPStatus.NOT_FOUND, f"{collection} has map tiles at zoom {state.min_zoom}–"
+                                f"{state.max_zoom} (WebMercatorQuad levels); {ts.id} {matrix_id} is zoom {zoom}")
+            lim = next((x for x in state.limits[ts.id] if x.matrix == matrix_id), None)
+            if lim is None or not lim.contains(r, c):
+                raise HTTPError(HTTPStatus.NOT_FOUND, f"tile {matrix_id}/{r}/{c} is outside the tileMatrixSetLimits "
+                                f"of {collection} in {ts.id}")
+            key = self.tile_key(conn, state, style, ts, matrix_id, r, c, fmt)
+        etag = 'W/"' + digest(key.version, self.base_url, request.url.path, fmt) + '"'
+        headers = {"ETag": etag, "Cache-Control": f"public, max-age={self.settings.max_age}"}
+        if not_modified(request, etag):
+            return Response(status_code=HTTPStatus.NOT_MODIFIED, headers=headers)
+        cached = self.cache.get(key)
+        data = cached.data if cached is not None else self.build(state, key)
+        return tile_response(request, data, False, raster.MEDIA_TYPES[fmt], headers)
+
+    def _tilesets(self, request: Request, collection: str, style: str | None = None) -> Response:
+        query_format(request, ("json",))
+        engine, t = self.database()
+        with engine.connect() as conn:
+            state = self.state(conn, t, collection)
+        style_id, default = self._style(state, style)
+        media = {f: raster.MEDIA_TYPES[f] for f in raster.FORMATS[style_id]}
+        doc = tilesets.map_tileset_list(self.base_url, collection, None if default else style_id,
+                                        list(self.sets.values()), media)
+        return Response(json.dumps(doc, ensure_ascii=False), media_type=tilesets.JSON,
+                        headers={"Cache-Control": f"public, max-age={self.settings.max_age}"})
+
+    def _tileset(self, request: Request, collection: str, tms: str, style: str | None = None) -> Response:
+        engine, t = self.database()
+        with engine.connect() as conn:
+            state = self.state(conn, t, collection)
+        style_id, default = self._style(state, style)
+        ts = self._tile_set(tms)
+        f = query_format(request, ("json", "tilejson"))
+        media = {fmt: raster.MEDIA_TYPES[fmt] for fmt in raster.FORMATS[style_id]}
+        lims = state.limits[ts.id]
+        if f == "tilejson":
+            doc = tilesets.map_tilejson(self.base_url, collection, style_id, default, ts, next(iter(media)),
+                                        state.version, state.extent_crs84, lims)
+            media_type = tilesets.TILEJSON
+        else:
+            doc = tilesets.map_tileset(self.base_url, collection, style_id, default, ts, media, state.version,
+                                       state.extent_crs84, lims)
+            media_type = tilesets.JSON
+        return Response(json.dumps(doc, ensure_ascii=False), media_type=media_type,
+                        headers={"Cache-Control": f"public, max-age={self.settings.max_age}"})

@@ -406,3 +406,126 @@ def dataset_tilejson(base: str, ts: TileSet, layers: list[DatasetLayer], selecti
         doc["bounds"] = [w, s, e, n]
         doc["center"] = [(w + e) / 2, (s + n) / 2, min(doc["maxzoom"], max(doc["minzoom"], 14))]
     return doc
+
+
+# ---------------------------------------------------------------------------------------------- map tiles
+
+MAP_CONFORMANCE = [
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/png",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/jpeg",
+]
+STYLE_TITLES = {"hillshade": "Hillshade (grey relief, lit from the north-west)",
+                "terrain-rgb": "Terrain-RGB heights (Mapbox encoding: -10000 + (R·65536 + G·256 + B)·0.1 m)",
+                "visual": "The image as captured"}
+
+
+def map_tiles_url(base: str, collection: str, style: str | None) -> str:
+    """``/collections/{c}/map/tiles`` (the default style) or ``/collections/{c}/styles/{style}/map/tiles``."""
+    return f"{base}/collections/{collection}" + (f"/styles/{style}" if style else "") + "/map/tiles"
+
+
+def _map_links(base: str, collection: str, style: str | None, ts: TileSet, media_types: dict[str, str],
+               ) -> list[dict[str, Any]]:
+    url = f"{map_tiles_url(base, collection, style)}/{ts.id}"
+    links = [_link("self", JSON, url, f"{collection} map tiles in {ts.id}"),
+             _link("alternate", TILEJSON, f"{url}?f=tilejson", "TileJSON 3.0.0"),
+             _link(f"{REL}tiling-scheme", JSON, f"{base}/tileMatrixSets/{ts.id}", f"{ts.id} definition")]
+    links += [_link("item", mt, f"{url}/{TILE_TEMPLATE}?f={f}", f"{f.upper()} map tile", templated=True)
+              for f, mt in media_types.items()]
+    links.append(_link(f"{REL}geodata", JSON, f"{base}/collections/{collection}", collection))
+    return links
+
+
+def map_tileset_list(base: str, collection: str, style: str | None, sets: list[TileSet],
+                     media_types: dict[str, str]) -> dict[str, Any]:
+    url = map_tiles_url(base, collection, style)
+    return {
+        "links": [_link("self", JSON, url, f"{collection} map tilesets"),
+                  _link(f"{REL}geodata", JSON, f"{base}/collections/{collection}", collection)],
+        "tilesets": [{"title": f"{collection} – {ts.id}", "dataType": "map", "crs": str(ts.tms.crs.srs),
+                      **({"tileMatrixSetURI": str(ts.tms.uri)} if ts.tms.uri else {}),
+                      "links": [x for x in _map_links(base, collection, style, ts, media_types)
+                                if x["rel"] in ("self", f"{REL}tiling-scheme", "item")]}
+                     for ts in sets],
+    }
+
+
+def map_tileset(base: str, collection: str, style: str, default: bool, ts: TileSet, media_types: dict[str, str],
+                version: int, extent_crs84: tuple[float, float, float, float], tile_limits: list[Limits],
+                ) -> dict[str, Any]:
+    """The OGC TileSet metadata of a raster's map tiles in one tile matrix set and style."""
+    doc: dict[str, Any] = {
+        "title": f"{collection} – {style} – {ts.id}",
+        "description": f"{STYLE_TITLES.get(style, style)}; tiles without data within the limits are 204 No Content",
+        "dataType": "map",
+        "crs": str(ts.tms.crs.srs),
+        **({"tileMatrixSetURI": str(ts.tms.uri)} if ts.tms.uri else {}),
+        "links": _map_links(base, collection, None if default else style, ts, media_types),
+        "tileMatrixSetLimits": [lim.as_json() for lim in tile_limits],
+        "version": str(version),
+        "mediaTypes": list(media_types.values()),
+        "style": {"id": style, "title": STYLE_TITLES.get(style, style)},
+    }
+    if ts.tms.crs.srs.endswith("/4490"):
+        doc["epoch"] = 2000.0
+    w, s, e, n = extent_crs84
+    doc["boundingBox"] = {"lowerLeft": [w, s], "upperRight": [e, n], "crs": CRS84_URI}
+    if tile_limits:
+        doc["centerPoint"] = {"coordinates": [(w + e) / 2, (s + n) / 2], "crs": CRS84_URI,
+                              "tileMatrix": tile_limits[-1].matrix}
+    return doc
+
+
+def map_tilejson(base: str, collection: str, style: str, default: bool, ts: TileSet, fmt: str, version: int,
+                 extent_crs84: tuple[float, float, float, float], tile_limits: list[Limits]) -> dict[str, Any]:
+    """TileJSON 3.0.0 of the same tileset, tiles in ``fmt`` (``encoding: mapbox`` for Terrain-RGB)."""
+    zooms = [int(x.matrix) for x in tile_limits] or [int(ts.matrix_ids()[0])]
+    url = f"{map_tiles_url(base, collection, None if default else style)}/{ts.id}"
+    w, s, e, n = extent_crs84
+    doc: dict[str, Any] = {
+        "tilejson": "3.0.0", "name": f"{collection} {style} ({ts.id})", "description": STYLE_TITLES.get(style, style),
+        "version": "1.0.0", "scheme": "xyz", "tiles": [f"{url}/{{z}}/{{y}}/{{x}}?f={fmt}"],
+        "minzoom": min(zooms), "maxzoom": max(zooms), "bounds": [w, s, e, n],
+        "center": [(w + e) / 2, (s + n) / 2, max(zooms)], "tileSize": 256,
+        "crs": str(ts.tms.crs.srs), "tileMatrixSet": f"{base}/tileMatrixSets/{ts.id}", "dataVersion": str(version),
+    }
+    if style == "terrain-rgb":
+        doc["encoding"] = "mapbox"
+    return doc
+
+
+def map_openapi_paths(rasters: dict[str, tuple[str, ...]], tile_matrix_sets: list[str]) -> dict[str, Any]:
+    """OpenAPI 3.0 paths of the rasters' map tile routes (raster name → its styles)."""
+    tms = _param("tileMatrixSetId", "Tile matrix set", {"type": "string", "enum": tile_matrix_sets})
+    address = [tms, _param("tileMatrix", "Tile matrix (zoom level) id", {"type": "string", "pattern": "^[0-9]+$"}),
+               _param("tileRow", "Row, from the top", {"type": "integer", "minimum": 0}),
+               _param("tileCol", "Column, from the left", {"type": "integer", "minimum": 0})]
+    errors = {"400": {"description": "Malformed tile address or query (OGC exception JSON)"},
+              "404": {"description": "Unknown collection, style or tile matrix set, or a tile outside the "
+                                     "tileset's tileMatrixSetLimits (OGC exception JSON)"}}
+    json_ok = {"description": "OK", "content": {JSON: {"schema": {"type": "object"}}}}
+    image = {"200": {"description": "The map tile", "content": {
+                 mt: {"schema": {"type": "string", "format": "binary"}}
+                 for mt in ("image/png", "image/jpeg", "image/webp")}},
+             "204": {"description": "No data in this tile"}, "304": {"description": "Not modified (If-None-Match)"}}
+
+    def get(op_id: str, summary: str, params: list[dict[str, Any]], responses: dict[str, Any],
+            tag: str) -> dict[str, Any]:
+        return {"get": {"summary": summary, "operationId": op_id, "tags": [tag], "parameters": params,
+                        "responses": {**responses, **errors}}}
+
+    paths: dict[str, Any] = {}
+    for name, styles in rasters.items():
+        for style in (None, *styles):
+            base = f"/collections/{name}" + (f"/styles/{style}" if style else "") + "/map/tiles"
+            label = f"{name}" + (f" ({style})" if style else "")
+            op = f"{name}" + (f".{style}" if style else "")
+            f_tile = _param("f", "Image format", {"type": "string", "enum": ["png", "jpeg", "webp"]}, "query")
+            f_set = _param("f", "json: OGC tileset metadata; tilejson: TileJSON 3.0.0",
+                           {"type": "string", "enum": ["json", "tilejson"], "default": "json"}, "query")
+            paths[base] = get(f"getMapTileSetsList.{op}", f"Map tilesets of {label}", [], {"200": json_ok}, name)
+            paths[f"{base}/{{tileMatrixSetId}}"] = get(f"getMapTileSet.{op}", f"Map tileset of {label}",
+                                                       [tms, f_set], {"200": json_ok}, name)
+            paths[f"{base}/{{tileMatrixSetId}}/{{tileMatrix}}/{{tileRow}}/{{tileCol}}"] = get(
+                f"getMapTile.{op}", f"A map tile of {label}", [*address, f_tile], image, name)
+    return paths

@@ -1,0 +1,139 @@
+"""A tile cache on disk for vector and raster tiles, keyed by the layers' data versions.
+
+Layout (``cim.tile_cache_dir``, by default ``tiles/cache/``)::
+
+    {collection}/{kind}/{tileMatrixSet}/{version}/{tileMatrix}/{tileRow}/{tileCol}.{ext}
+
+``kind`` is ``mvt`` for vector tiles or ``map-{style}`` for raster map tiles; ``version`` a digest of
+everything the tile's bytes depend on (database id, the layers' data versions from
+:mod:`cim.db.versions`, this software's tile format, the tile settings). A write to a layer gives it a new
+version, so every later request misses the old entries; the first tile written under a new version removes
+the other versions of that collection, kind and tile matrix set.
+
+Files hold the bytes as sent: an ``.mvt.gz`` file is gzip-compressed (served as is to clients that accept
+gzip); an empty file is a tile without data (204). Writes go to a temporary file in the tile's folder and
+are renamed into place, so a reader sees a whole tile or none, and workers writing the same tile at once
+each install a complete copy. A cache that cannot be written (full, read-only, not a folder) never fails
+a request: the tile is served uncached and a warning is logged (once a minute per kind of failure).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["CachedTile", "TileCache", "TileKey"]
+
+LOG = logging.getLogger("cim.tiles.cache")
+WARN_EVERY = 60.0  # seconds between two warnings about the same failure
+
+
+@dataclass(frozen=True)
+class TileKey:
+    """Where one tile of one data version lives in the cache."""
+
+    collection: str
+    kind: str  # "mvt" or "map-{style}"
+    tms: str
+    version: str  # a digest: see the module docstring
+    matrix: str
+    row: int
+    col: int
+    ext: str  # "mvt.gz", "mvt", "png", "jpeg", "webp"
+
+    def relative(self) -> Path:
+        return Path(self.collection, self.kind, self.tms, self.version, self.matrix, str(self.row),
+                    f"{self.col}.{self.ext}")
+
+
+@dataclass(frozen=True)
+class CachedTile:
+    data: bytes  # b"": a tile without data
+    gzipped: bool
+
+
+class TileCache:
+    """The cache under ``root`` (``None``: disabled, every lookup misses and nothing is written)."""
+
+    def __init__(self, root: Path | None) -> None:
+        self.root = root
+        self._warned: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        return self.root is not None
+
+    def path(self, key: TileKey) -> Path:
+        assert self.root is not None
+        return self.root / key.relative()
+
+    def get(self, key: TileKey) -> CachedTile | None:
+        """The cached tile, or ``None`` on a miss (or a cache that cannot be read)."""
+        if self.root is None:
+            return None
+        try:
+            with open(self.path(key), "rb") as fh:
+                data = fh.read()
+        except (FileNotFoundError, NotADirectoryError):  # not cached (or a cache that cannot hold it: see put)
+            return None
+        except OSError as exc:
+            self._warn(exc, "read")
+            return None
+        return CachedTile(data, key.ext.endswith(".gz"))
+
+    def contains(self, key: TileKey) -> bool:
+        return self.root is not None and self.path(key).is_file()
+
+    def put(self, key: TileKey, data: bytes) -> bool:
+        """Store a tile atomically; False (and a logged warning) when the cache cannot take it."""
+        if self.root is None:
+            return False
+        target = self.path(key)
+        version_dir = self.root / key.collection / key.kind / key.tms / key.version
+        try:
+            new_version = not version_dir.exists()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if new_version:
+                self._drop_other_versions(version_dir)
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                os.replace(tmp, target)
+            except BaseException:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+                raise
+        except FileNotFoundError:
+            # another worker dropped this version's folder (the data changed meanwhile): nothing to keep
+            return False
+        except OSError as exc:
+            self._warn(exc, "write")
+            return False
+        return True
+
+    def _drop_other_versions(self, version_dir: Path) -> None:
+        """Entries of older data versions are never read again: remove them."""
+        for other in version_dir.parent.iterdir():
+            if other != version_dir and other.is_dir():
+                shutil.rmtree(other, ignore_errors=True)
+
+    def _warn(self, exc: OSError, action: str) -> None:
+        reason = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+        now = time.monotonic()
+        with self._lock:
+            if now - self._warned.get(f"{action}:{reason}", -WARN_EVERY) < WARN_EVERY:
+                return
+            self._warned[f"{action}:{reason}"] = now
+        LOG.warning("tile cache %s cannot %s tiles (%s: %s): serving them uncached", self.root, action, reason,
+                    exc.strerror or exc)
