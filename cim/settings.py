@@ -233,7 +233,8 @@ class Settings(BaseSettings):
     # The tile cache (vector and raster tiles, keyed by the layers' data versions; cim/tiles/cache.py);
     # tile_cache false: every tile is built on request.
     tile_cache: bool = True
-    tile_cache_dir: Path = Field(default=PROJECT_ROOT / "tiles" / "cache")
+    # (its own folder beside the pre-built 3D Tiles and terrain of tiles/cache/3d and tiles/cache/terrain)
+    tile_cache_dir: Path = Field(default=PROJECT_ROOT / "tiles" / "cache" / "ogc")
     # numberMatched on items pages: an exact count per request, or (False) omitted where counting a large
     # layer costs too much; paging links do not depend on it. Counting stops at count_limit: beyond it
     # numberMatched is omitted (a page that holds every match is counted for free).

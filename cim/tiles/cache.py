@@ -1,6 +1,6 @@
 """A tile cache on disk for vector and raster tiles, keyed by the layers' data versions.
 
-Layout (``cim.tile_cache_dir``, by default ``tiles/cache/``)::
+Layout (``cim.tile_cache_dir``, by default ``tiles/cache/ogc/``)::
 
     {collection}/{kind}/{tileMatrixSet}/{version}/{tileMatrix}/{tileRow}/{tileCol}.{ext}
 
