@@ -37,7 +37,7 @@ apt_install() {
 # postgresql-postgis follows the distribution's default PostgreSQL major version (15 on Debian 12).
 # CIM_WITH_POSTGRES_SERVER=0 (the Docker image, where PostGIS is another service) skips the server.
 PACKAGES=(libsqlite3-mod-spatialite ca-certificates)
-# npm installs the web pages' JavaScript (MapLibre GL JS for /map) from cim/web/package-lock.json; a Node.js
+# npm installs the web pages' JavaScript (MapLibre GL JS for /map, CesiumJS for /3d) from cim/web/package-lock.json; a Node.js
 # installed otherwise (e.g. NodeSource's, which bundles npm and conflicts with Debian's npm) is kept
 command -v npm >/dev/null 2>&1 || PACKAGES+=(nodejs npm)
 [ "${CIM_WITH_POSTGRES_SERVER:-1}" = 0 ] || PACKAGES+=(postgresql postgresql-postgis)
@@ -76,14 +76,14 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ] || ! "$VENV/bin/python" -c 'impo
   echo "$WANT" > "$STAMP"
 fi
 
-# --- Web assets (always: the /map page is part of the service) ---------------------------------------------
-# cim/web pins MapLibre GL JS; the service serves it from cim/web/node_modules (nothing from a CDN).
+# --- Web assets (always: the /map and /3d pages are part of the service) ------------------------------------
+# cim/web pins MapLibre GL JS and CesiumJS; the service serves them from cim/web/node_modules (nothing from a CDN).
 # Reinstalled (npm ci, from the lock file) only when cim/web/package-lock.json changes.
 WEB="$ROOT/cim/web"
 WEB_STAMP="$WEB/node_modules/.cim-install-stamp"
 WEB_WANT="$(sha256sum "$WEB/package-lock.json" | cut -d' ' -f1)"
 if [ "$(cat "$WEB_STAMP" 2>/dev/null)" != "$WEB_WANT" ]; then
-  command -v npm >/dev/null 2>&1 || die "npm not found (Debian package npm): the /map page needs it to install MapLibre GL JS"
+  command -v npm >/dev/null 2>&1 || die "npm not found (Debian package npm): the /map and /3d pages need it to install MapLibre GL JS and CesiumJS"
   log "installing the web pages' JavaScript into $WEB/node_modules"
   (cd "$WEB" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
   echo "$WEB_WANT" > "$WEB_STAMP"

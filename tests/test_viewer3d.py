@@ -47,6 +47,7 @@ def test_viewer_loads_offline_and_picks_a_building(server, http, tmp_path):
     assert report["errors"] == [], report["errors"][:5]
     assert report["requests"] == []  # offline: every script, worker, asset and tile from our server
     assert sorted(report["tilesets"]) == ["buildings", "interior", "nodes", "pipelines"]
+    assert report["terrain"] is True  # the demo's DEM as quantized-mesh from /terrain, not the ellipsoid
     assert report["pick"] is not None, "nothing picked at the building"
     assert report["pick"]["collection"] == "buildings"
     assert report["pick"]["properties"]["uid"] == uid

@@ -1,7 +1,7 @@
 // Drives the 3D viewer page (/3d) in the machine's headless Chromium (playwright-core, WebGL through
 // SwiftShader) for tests/test_viewer3d.py and prints one JSON report on standard output:
 // {errors: [console errors, page errors, HTTP errors], requests: [URLs not served by the page's own origin],
-//  tilesets, screenshot: path, pick: {properties} | null}.
+//  tilesets, terrain: whether /terrain is used, screenshot: path, pick: {collection, properties} | null}.
 // usage: node viewer3d.mjs URL SCREENSHOT.png [LON LAT HEIGHT]  (with a position: look straight down on it
 // from HEIGHT metres above the ellipsoid, then pick the object at the centre of the canvas)
 import { mkdtempSync, rmSync } from "node:fs";
@@ -24,7 +24,7 @@ const browser = await chromium.launchPersistentContext(profile, {
     // WebGL without a GPU: ANGLE on SwiftShader (--disable-gpu would switch WebGL off)
     "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist"],
 });
-const report = { errors: [], requests: [], tilesets: null, pick: null, screenshot };
+const report = { errors: [], requests: [], tilesets: null, terrain: null, pick: null, screenshot };
 try {
   const page = browser.pages()[0] || await browser.newPage();
   const origin = new URL(url).origin;
@@ -37,7 +37,7 @@ try {
   });
   await page.goto(url, { waitUntil: "load", timeout: 120000 });
   await page.waitForFunction(() => window.cimViewer !== undefined, null, { timeout: 60000 });
-  report.tilesets = await page.evaluate(() => window.cimViewer.ready);
+  Object.assign(report, await page.evaluate(() => window.cimViewer.ready));
   if (lon !== undefined) {
     report.pick = await page.evaluate(async ([x, y, h]) => {
       const { viewer, settled, pickAt } = window.cimViewer;

@@ -2,7 +2,8 @@
 // CesiumJS, offline: no ion token, no imagery, geocoder or base layer picker; our quantized-mesh terrain
 // (/terrain, the DEM with the same height conversion as the tiles), or the ellipsoid where there is none.
 // Clicking an object lists its properties from the tile's property table (EXT_structural_metadata).
-// window.cimViewer exposes the viewer, the tilesets and `ready` (a promise: every tileset loaded) to tests.
+// window.cimViewer exposes the viewer, the tilesets and `ready` (a promise: every tileset loaded, with the
+// names of the tilesets and whether our terrain is used) to tests.
 (function () {
   "use strict";
   const cfg = window.CIM_VIEWER;
@@ -121,14 +122,14 @@
       add("pipelines", "pipelines", 3),
       add("nodes", "pipe-nodes", 3),
     ]);
-    await terrain;
+    const withTerrain = await terrain;
     const failed = results.filter((r) => r.status === "rejected");
     for (const f of failed) console.error(`tileset failed to load: ${f.reason}`);
     if (tilesets.buildings) await viewer.zoomTo(tilesets.buildings);
     await settled();
     status.textContent = failed.length ? `${failed.length} tileset(s) failed to load` :
       `${Object.keys(tilesets).length} tilesets loaded`;
-    return Object.keys(tilesets);
+    return { tilesets: Object.keys(tilesets), terrain: withTerrain };
   })();
 
   window.cimViewer = { viewer, tilesets, ready, settled, pickAt, show };
