@@ -21,6 +21,7 @@ ENV CIM_HOST=0.0.0.0 \
     CIM_WORKERS=2 \
     CIM_LOG_FORMAT=json \
     CIM_DATA_DIR=/var/lib/cim \
+    CIM_TILE_CACHE_DIR=/var/lib/cim/tile-cache \
     PROMETHEUS_MULTIPROC_DIR=/var/lib/cim/metrics/5000 \
     PATH=/opt/cim/.venv/bin:$PATH
 USER cim
