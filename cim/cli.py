@@ -558,8 +558,9 @@ def tiles_package(
     bbox: Annotated[str, typer.Option(help="min lon,min lat,max lon,max lat (CRS84)")],
     zooms: Annotated[str, typer.Option(help="Zoom range MIN-MAX (or one zoom): the tile matrix set's matrix ids")],
     output: Annotated[Path, typer.Option("--output", "-o", help="The package file (.mbtiles or .pmtiles)")],
-    layers: Annotated[Optional[str], typer.Option(help="Comma-separated layers, one MVT layer each "
-                                                       "(default: the city model's, without operations layers)")] = None,
+    layers: Annotated[Optional[str], typer.Option(help="Comma-separated layers, one MVT layer each (default: the "
+                                                       "city model's, without operations layers), or one raster: "
+                                                       "NAME or NAME:STYLE (e.g. dem:terrain-rgb)")] = None,
     tms: Annotated[str, typer.Option("--tms", help="Tile matrix set (PMTiles: WebMercatorQuad only)")] = "WebMercatorQuad",
     fmt: Annotated[Optional[str], typer.Option("--format", help="mbtiles or pmtiles (default: from the file name)")] = None,
     database: DatabaseOpt = None,
@@ -586,7 +587,7 @@ def tiles_package(
         with Progress(TextColumn("tiles"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=err, disable=not err.is_terminal) as bar:
             task = bar.add_task("tiles", total=None)
-            report = build(engine, t, request, output, s.tiles,
+            report = build(engine, t, request, output, s.tiles, s.data_dir,
                            progress=lambda done, total: bar.update(task, completed=done, total=total))
         engine.dispose()
     except (CIMDatabaseError, PackageError) as exc:

@@ -233,3 +233,66 @@ def test_process_bad_inputs_are_400(http, inputs, fragment):
     r = http.post("/processes/cim-tiles-package/execution", json={"inputs": inputs, "response": "raw"})
     assert r.status_code == 400, r.text[:500]
     assert fragment in r.json()["description"]
+
+
+# ---------------------------------------------------------------------------------------------- rasters
+
+
+def served_map_tile(http, path: str, tile: morecantile.Tile) -> bytes | None:
+    r = http.get(f"{path}/{tile.z}/{tile.y}/{tile.x}")
+    assert r.status_code in (200, 204, 404), r.text
+    return r.content if r.status_code == 200 else None
+
+
+@pytest.mark.slow
+def test_raster_mbtiles_holds_the_served_map_tiles_and_gdal_reads_it(http, demo_db, tmp_path):
+    path = tmp_path / "dem.mbtiles"
+    proc = package(demo_db, path, "--zooms", "12-14", "--layers", "dem")
+    assert proc.returncode == 0, proc.stderr
+    with sqlite3.connect(path) as db:
+        meta = dict(db.execute("SELECT name, value FROM metadata"))
+        rows = {(z, x, y): data for z, x, y, data in db.execute("SELECT * FROM tiles")}
+    assert meta["format"] == "png" and meta["style"] == "hillshade" and "json" not in meta
+    n = 0
+    for tile in addresses("WebMercatorQuad", range(12, 15)):
+        key = (tile.z, tile.x, 2 ** tile.z - 1 - tile.y)
+        expected = served_map_tile(http, "/collections/dem/map/tiles/WebMercatorQuad", tile)
+        assert (key in rows) == (expected is not None), tile
+        if expected is not None:
+            assert rows[key] == expected
+            n += 1
+    assert n > 2
+    info = subprocess.run(["gdalinfo", "-json", str(path)], capture_output=True, text=True, timeout=120)
+    assert info.returncode == 0, info.stderr
+    doc = json.loads(info.stdout)
+    assert doc["driverShortName"] == "MBTiles" and len(doc["bands"]) == 4
+    assert doc["coordinateSystem"]["wkt"] and "3857" in json.dumps(doc["coordinateSystem"])
+    lons, lats = [c[0] for c in doc["wgs84Extent"]["coordinates"][0]], [c[1] for c in doc["wgs84Extent"]["coordinates"][0]]
+    assert min(lons) <= BBOX[0] and max(lons) >= BBOX[2] and min(lats) <= BBOX[1] and max(lats) >= BBOX[3]
+
+
+def test_raster_pmtiles_in_another_style(http, demo_db, tmp_path):
+    path = tmp_path / "dem.pmtiles"
+    proc = package(demo_db, path, "--zooms", "13-14", "--layers", "dem:terrain-rgb")
+    assert proc.returncode == 0, proc.stderr
+    with open(path, "rb") as fh:
+        reader = Reader(MmapSource(fh))
+        header = reader.header()
+        assert header["tile_type"] == TileType.PNG and header["tile_compression"] == Compression.NONE
+        n = 0
+        for tile in addresses("WebMercatorQuad", range(13, 15)):
+            expected = served_map_tile(http, "/collections/dem/styles/terrain-rgb/map/tiles/WebMercatorQuad", tile)
+            got = reader.get(tile.z, tile.x, tile.y)
+            assert (got is None) == (expected is None), tile
+            if expected is not None:
+                assert got == expected
+                n += 1
+        assert n > 0
+
+
+@pytest.mark.parametrize("layers, fragment", [("dem,buildings", "one raster layer"), ("dem:visual", "styles")])
+def test_raster_package_errors(demo_db, tmp_path, layers, fragment):
+    proc = run_cim("tiles", "package", "--bbox", ",".join(map(str, BBOX)), "--zooms", "13", "--layers", layers,
+                   "-o", str(tmp_path / "x.mbtiles"), env=demo_db.env)
+    assert proc.returncode == 1 and fragment in proc.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -26,14 +26,17 @@ PROCESS_METADATA: dict[str, Any] = {
     "version": "1.0.0",
     "id": "cim-tiles-package",
     "title": {"en": "Tile package (MBTiles, PMTiles)", "zh": "离线瓦片包"},
-    "description": {"en": "Vector tiles of the chosen CIM layers (one MVT layer each) within a CRS84 bbox and a "
-                          "zoom range, as MBTiles 1.3 or PMTiles v3, for offline maps. Run it as a job "
+    "description": {"en": "Vector tiles of the chosen CIM layers (one MVT layer each), or PNG map tiles of one "
+                          "raster (DEM, orthophoto), within a CRS84 bbox and a zoom range, as MBTiles 1.3 or "
+                          "PMTiles v3, for offline maps. Run it as a job "
                           "(Prefer: respond-async) and fetch the package from the job's results."},
     "jobControlOptions": ["async-execute", "sync-execute"],
     "keywords": ["tiles", "MBTiles", "PMTiles", "offline", "离线"],
     "links": [],
     "inputs": {
-        "layers": {"title": "Layers", "schema": {"type": "array", "items": {"type": "string", "enum": list(LAYERS)}},
+        "layers": {"title": "Vector layers (one MVT layer each), or one raster layer as NAME or NAME:STYLE "
+                            "(e.g. dem, dem:terrain-rgb)",
+                   "schema": {"type": "array", "items": {"type": "string"}, "minItems": 1},
                    "minOccurs": 1, "maxOccurs": 1},
         "bbox": {"title": "Bounding box (CRS84: min lon, min lat, max lon, max lat)",
                  "schema": {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4},
@@ -83,7 +86,7 @@ class TilePackageProcessor(BaseProcessor):
         with tempfile.TemporaryDirectory(prefix="cim-tiles-package-") as tmp:
             path = Path(tmp) / f"cim.{fmt}"
             try:
-                build(engine, t, request, path, settings.tiles)
+                build(engine, t, request, path, settings.tiles, settings.data_dir)
             except PackageError as exc:
                 raise InvalidProcessInput(user_msg=str(exc)) from None
             return MEDIA_TYPES[fmt], path.read_bytes()

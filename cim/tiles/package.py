@@ -1,9 +1,11 @@
 """Tile packages for planners working offline: MBTiles 1.3 and PMTiles v3 of a bbox, a zoom range and layers.
 
-A package is built from **tile sources**, one per kind of tile: today the vector source (the CIM layers,
-one MVT layer per collection, exactly the tiles ``/tiles/{tms}/…`` serves, built by
-:func:`cim.tiles.mvt.render_layers`); a raster source plugs in the same way (:class:`TileSource`). One
-package holds one tile format, so vector and raster layers go to separate packages.
+A package is built from a **tile source** (:class:`TileSource`), one per kind of tile: the vector source
+(the CIM layers, one MVT layer per collection, exactly the tiles ``/tiles/{tms}/…`` serves, built by
+:func:`cim.tiles.mvt.render_layers`) or a raster source (one registered raster, DEM or orthophoto, in one
+of its styles, ``dem`` or ``dem:terrain-rgb``: the map tiles ``/collections/{raster}/map/tiles/…`` serves,
+built by :func:`cim.tiles.raster.render_raster_tile`). One package holds one kind of tile: vector layers,
+or one raster layer.
 
 - **MBTiles 1.3** (SQLite): ``metadata`` (name, format, bounds, center, minzoom, maxzoom, type, version,
   description, attribution and, for vector tiles, ``json`` with ``vector_layers``) and ``tiles`` with rows
@@ -37,6 +39,7 @@ from cim.db.models import LAYERS, CIMTables
 from cim.settings import TilesSettings
 from cim.tiles.grid import TileSet, tile_set, web_mercator_zoom
 from cim.tiles.mvt import LayerRules, layer_rules, render_layers, tile_query
+from cim.tiles.raster import RasterLayer, default_style, native_zoom, raster_layers, render_raster_tile
 from cim.tiles.tilesets import property_types, title_of
 
 FORMATS = ("mbtiles", "pmtiles")
@@ -99,13 +102,55 @@ class VectorSource:
         return {"vector_layers": vector_layers}
 
 
-def sources_for(layers: list[str], settings: TilesSettings) -> TileSource:
-    """The one source that serves these layers (a package holds one tile format)."""
+@dataclass
+class RasterSource:
+    """One registered raster in one style, as PNG map tiles."""
+
+    raster: RasterLayer
+    style: str
+    min_zoom: int  # WebMercatorQuad zooms, as the map tiles route serves them
+    max_zoom: int
+    format: str = "png"
+
+    @property
+    def layers(self) -> list[str]:
+        return [self.raster.name]
+
+    def zoom_range(self, ts: TileSet) -> tuple[int, int]:
+        ids = [int(m) for m in ts.matrix_ids() if self.min_zoom <= web_mercator_zoom(ts, m) <= self.max_zoom]
+        return (min(ids), max(ids)) if ids else (0, -1)
+
+    def tile(self, conn: Connection, t: CIMTables, ts: TileSet, matrix: str, row: int, col: int) -> bytes:
+        return render_raster_tile(self.raster, ts, matrix, row, col, self.format, self.style) or b""
+
+    def metadata(self, t: CIMTables, ts: TileSet) -> dict[str, Any]:
+        return {"raster_layer": self.raster.name, "raster_kind": self.raster.kind, "style": self.style}
+
+
+def sources_for(layers: list[str], settings: TilesSettings, rasters: dict[str, RasterLayer]) -> TileSource:
+    """The one source that serves these layers (a package holds one kind of tile).
+
+    ``rasters``: the registered rasters by name; a raster is asked for as ``name`` (its default style) or
+    ``name:style``."""
     if not layers:
-        raise PackageError(f"layers: one or more of {', '.join(LAYERS)}")
+        raise PackageError(f"layers: one or more of {', '.join(LAYERS)}, or one raster of {', '.join(rasters)}")
+    named = {x.split(":", 1)[0]: x for x in layers}
+    raster_names = [n for n in named if n in rasters]
+    if raster_names:
+        if len(layers) != 1:
+            raise PackageError(f"layers: one package holds vector layers or one raster layer; "
+                               f"{', '.join(raster_names)} must go in a package of its own")
+        name, _, style = layers[0].partition(":")
+        layer = rasters[name]
+        style = style or default_style(layer)
+        if style not in layer.styles:
+            raise PackageError(f"layers: {name} has styles {', '.join(layer.styles)}, not {style!r}")
+        max_zoom = native_zoom(layer) + settings.raster.overzoom
+        return RasterSource(layer, style, min(settings.raster.min_zoom, max_zoom), max_zoom)
     unknown = [x for x in layers if x not in LAYERS]
     if unknown:
-        raise PackageError(f"layers: unknown {', '.join(map(repr, unknown))}; vector layers: {', '.join(LAYERS)}")
+        raise PackageError(f"layers: unknown {', '.join(map(repr, unknown))}; vector layers: {', '.join(LAYERS)}; "
+                           f"rasters: {', '.join(rasters) or 'none'}")
     return VectorSource(list(dict.fromkeys(layers)), settings)
 
 
@@ -131,7 +176,8 @@ class PackageReport:
     size: int  # bytes
 
 
-def check(request: PackageRequest, settings: TilesSettings) -> tuple[TileSource, TileSet, list[morecantile.Tile]]:
+def check(request: PackageRequest, settings: TilesSettings, rasters: dict[str, RasterLayer],
+          ) -> tuple[TileSource, TileSet, list[morecantile.Tile]]:
     """The source, tile set and tiles of a request; ``PackageError`` for anything a planner must change."""
     if request.format not in FORMATS:
         raise PackageError(f"format: one of {', '.join(FORMATS)}, got {request.format!r}")
@@ -144,7 +190,7 @@ def check(request: PackageRequest, settings: TilesSettings) -> tuple[TileSource,
     if request.format == "pmtiles" and request.tile_matrix_set != WEB_MERCATOR:
         raise PackageError(f"PMTiles holds {WEB_MERCATOR} tiles only: use it, or MBTiles")
     ts = tile_set(request.tile_matrix_set)
-    source = sources_for(request.layers, settings)
+    source = sources_for(request.layers, settings, rasters)
     lo, hi = source.zoom_range(ts)
     if request.min_zoom > request.max_zoom:
         raise PackageError(f"zooms: {request.min_zoom} > {request.max_zoom}")
@@ -163,9 +209,11 @@ def check(request: PackageRequest, settings: TilesSettings) -> tuple[TileSource,
 
 
 def build(engine: Engine, t: CIMTables, request: PackageRequest, path: Path, settings: TilesSettings,
-          progress: Callable[[int, int], None] | None = None) -> PackageReport:
-    """Write the package to ``path`` (replaced only once complete)."""
-    source, ts, tiles = check(request, settings)
+          data_dir: Path, progress: Callable[[int, int], None] | None = None) -> PackageReport:
+    """Write the package to ``path`` (replaced only once complete); ``data_dir``: where rasters' COGs are."""
+    with engine.connect() as conn:
+        rasters = {r.name: r for r in raster_layers(conn, t, Path(data_dir))}
+    source, ts, tiles = check(request, settings, rasters)
     if request.format == "pmtiles":  # clustered: tiles in tile-id order
         from pmtiles.tile import zxy_to_tileid
 
