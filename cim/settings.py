@@ -194,7 +194,7 @@ class LimitsSettings(BaseModel):
     max_overflow: int = Field(default=5, ge=0)  # more opened under load, closed again when idle
     pool_timeout_s: float = Field(default=5.0, gt=0)  # wait for a connection this long, then 503
     retry_after_s: int = Field(default=5, ge=1)  # Retry-After of the 503s
-    max_body_bytes: int = Field(default=10_000_000, ge=1)  # request bodies (process inputs, uploads): 413 beyond
+    max_body_bytes: int = Field(default=64_000_000, ge=1)  # request bodies (process inputs, uploads): 413 beyond; 1M points to coordinate-transform are ~27 MB
     max_ids: int = Field(default=1000, ge=1)  # ids=a,b,c on items: 400 beyond
     max_export_km2: float = Field(default=400.0, gt=0)  # area of a cim-download bbox: 400 beyond
 
