@@ -86,9 +86,9 @@ def derive_million(url: str) -> str:
     """A database beside ``url``'s holding its buildings ten times over (new ids and uids, translated copies).
 
     ``CREATE DATABASE … TEMPLATE`` copies the 100k city file by file (no other session may be connected to
-    it meanwhile); the copies go on a 4 × 3 grid of the city's extent plus 1 km (cells (-1..2, -1..1) but
-    the last two), all within the storage CRS's zone. The layer's version is bumped as any write does.
-    """
+    it meanwhile); the copies go on a 3 × 4 grid of the city's extent plus 1 km (cells (-1..1, -1..2) but
+    the last two), all within the storage CRS's zone (121.5–124.5°E). The layer's version is bumped as any
+    write does."""
     from sqlalchemy.engine import make_url
 
     source = make_url(url)
@@ -110,7 +110,9 @@ def derive_million(url: str) -> str:
                                     "(SELECT ST_Extent(geom) e FROM city_object WHERE layer = 'buildings') s"
                                     ).fetchone()
         dx, dy = x1 - x0 + 1000, y1 - y0 + 1000
-        cells = [(i, j) for j in (-1, 0, 1) for i in (-1, 0, 1, 2) if (i, j) != (0, 0)][:COPIES - 1]
+        # three columns, not more: EPSG:4550's zone ends at 124.5°E, 1.5 cells east of the city (a copy beyond
+        # it is outside the storage CRS's area, where our tiles are empty by design); rows are free
+        cells = [(i, j) for j in (-1, 0, 1, 2) for i in (-1, 0, 1) if (i, j) != (0, 0)][:COPIES - 1]
         cols = [r[0] for r in db.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_schema = 'public' "
             "AND table_name = 'city_object' AND column_name NOT IN ('id', 'uid', 'geom') "
