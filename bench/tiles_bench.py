@@ -299,6 +299,7 @@ def bench_size(label: str, url: str, args: argparse.Namespace, tmp: Path, src: P
             try:
                 if name == "ours":
                     s = server_ours(url, args.workers, sub, src)
+                    s.env["CIM_TILE_CACHE"] = "false"  # uncached: every tile built on request (the cache is on by default)
                 elif name == "tipg":
                     s = server_tipg(url, args.workers, sub)
                 else:
