@@ -613,6 +613,12 @@ def server_ours(url: str, workers: int, tmp: Path, src: Path) -> Server:
     port = free_port()
     data_dir = tmp / "ours-data"
     data_dir.mkdir()
+    # the demo's rasters (the DEM COG the raster layers name): from the demo's data folder (a throwaway
+    # demo's, or CIM_DATA_DIR's for --database-url), since `cim serve` refuses a raster layer without its file
+    for demo in (tmp / "demo-data", Path(os.environ.get("CIM_DATA_DIR", tmp / "none"))):
+        for tif in demo.glob("*.tif"):
+            if not (data_dir / tif.name).exists():
+                (data_dir / tif.name).symlink_to(tif.resolve())
     return Server("ours", cim("serve", "--port", str(port), "--workers", str(workers)),
                   {"CIM_DATABASE_URL": url, "CIM_DATA_DIR": str(data_dir)}, src, port, tmp / "ours.log")
 

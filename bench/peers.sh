@@ -15,17 +15,21 @@ BENCH="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 log() { printf '[peers] %s\n' "$*" >&2; }
 die() { printf '[peers] error: %s\n' "$*" >&2; exit 1; }
 
-# wrk: installed only when missing (as scripts/install.sh installs its Debian packages)
-if ! command -v wrk >/dev/null 2>&1; then
+# wrk (the load generator) and nginx (tiles_bench.py --cached: the same tile files served from disk):
+# Debian packages, installed only when missing (as scripts/install.sh installs its Debian packages)
+missing=()
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+if [ "${#missing[@]}" -gt 0 ]; then
   SUDO=()
   if [ "$(id -u)" != 0 ]; then
-    command -v sudo >/dev/null 2>&1 || die "wrk is missing: run as root, or install sudo, or install wrk"
+    command -v sudo >/dev/null 2>&1 || die "${missing[*]} missing: run as root, or install sudo, or install them"
     SUDO=(sudo)
   fi
-  command -v apt-get >/dev/null 2>&1 || die "wrk is missing and apt-get was not found: install wrk by hand"
-  log "installing the Debian package wrk"
+  command -v apt-get >/dev/null 2>&1 || die "${missing[*]} missing and apt-get was not found: install by hand"
+  log "installing the Debian packages ${missing[*]}"
   "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 log "wrk: $(wrk --version 2>&1 | head -1)"
 
