@@ -185,6 +185,11 @@ def serve(database: DatabaseOpt = None,
     s = _settings(database)
     updates = {k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None}
     s = s.model_copy(update=updates)
+    # Prometheus metrics summed over the workers (cim.api.metrics): a folder per instance, emptied at each start,
+    # before anything here imports the metrics
+    metrics_dir = Path(os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(s.data_dir / "metrics" / str(s.port))))
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
     try:
         engine = open_engine(s.database_url)
         tables_for(engine)
@@ -192,13 +197,12 @@ def serve(database: DatabaseOpt = None,
         engine.dispose()
     except CIMDatabaseError as exc:
         _fail(str(exc))
+    from cim.api.provider import close_databases
+
+    close_databases()  # the OpenAPI document opened the service's pools here: the workers open their own
     # the workers read these through get_settings()
     os.environ["CIM_DATABASE_URL"] = s.database_url
     os.environ["CIM_HOST"], os.environ["CIM_PORT"] = s.host, str(s.port)
-    # Prometheus metrics summed over the workers (cim.api.metrics): a folder per instance, emptied at each start
-    metrics_dir = Path(os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(s.data_dir / "metrics" / str(s.port))))
-    shutil.rmtree(metrics_dir, ignore_errors=True)
-    metrics_dir.mkdir(parents=True)
     reads = f", reads from {safe_url(s.read_database_url)}" if s.read_database_url else ""
     err.print(f"serving {safe_url(s.database_url)}{reads} at {s.url} ({s.workers} worker(s))")
     # uvicorn supervises the workers (a dead one is replaced); each builds its own app and pool after the fork

@@ -70,6 +70,7 @@ def observe_request(route: str, method: str, status: int, seconds: float) -> Non
 def watch_pool(engine: Engine, database: str) -> None:
     """Follow ``engine``'s pool: connections open and checked out."""
     in_use, open_ = POOL_IN_USE.labels(database), POOL_CONNECTIONS.labels(database)
+    open_.inc(engine.pool.checkedin() + engine.pool.checkedout())  # opened before we listened (the first check)
     event.listen(engine.pool, "checkout", lambda *_: in_use.inc())
     event.listen(engine.pool, "checkin", lambda *_: in_use.dec())
     event.listen(engine.pool, "connect", lambda *_: open_.inc())

@@ -72,7 +72,20 @@ def database(url: str) -> tuple[Engine, CIMTables]:
     metrics.watch_pool(engine, "primary" if url == settings.database_url else "replica")
     tables = tables_for(engine)
     _database_id(engine)  # read now: read first inside a request, it took a second connection from the pool
+    _OPENED.append((engine, tables))
     return engine, tables
+
+
+def close_databases() -> None:
+    """Close every engine :func:`database` opened in this process (``cim serve``, before its workers start)."""
+    for engine, _ in _OPENED:
+        engine.dispose()
+    _OPENED.clear()
+    database.cache_clear()
+    _database_id.cache_clear()
+
+
+_OPENED: list[tuple[Engine, CIMTables]] = []
 
 
 def read_database() -> tuple[Engine, CIMTables]:
