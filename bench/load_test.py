@@ -133,7 +133,7 @@ def serve(db_url: str, workers: int, data_dir: Path) -> Server:
     port = free_port()
     srv = Server(f"cim-{workers}w", cim("serve", "--port", str(port), "--workers", str(workers)),
                  {"CIM_DATABASE_URL": db_url, "CIM_DATA_DIR": str(data_dir), "PYTHONPATH": str(ROOT)},
-                 ROOT, port, data_dir / f"serve-{workers}.log")
+                 ROOT, port, data_dir / f"serve-{workers}w-{port}.log")
     srv.start("/collections/buildings/items?limit=1")
     return srv
 
@@ -147,6 +147,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--scale", default="1,2", help="worker counts for the per-worker throughput windows")
     parser.add_argument("--scale-duration", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=30,
+                        help="seconds of the same load before measuring (a cold server answered 503s: PostGIS "
+                             "loads PROJ per connection, the database's pages are not cached yet)")
     parser.add_argument("--urls", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=20261205)
     parser.add_argument("--json", type=Path, help="write the results here too")
@@ -169,7 +172,7 @@ def main() -> None:
         script.write_text(LUA % ",\n".join(json.dumps(p) for p in url_mix(db_url, args.urls, args.seed)))
         srv = serve(db_url, args.workers, tmp)
         try:
-            run_wrk(srv, script, 5, args.connections)  # warm-up: pools, caches, first-use imports
+            run_wrk(srv, script, args.warmup, args.connections)  # pools, caches, first-use imports
             for i in (1, 2):
                 with MemorySampler(srv):
                     res = run_wrk(srv, script, args.duration, args.connections)
@@ -185,7 +188,7 @@ def main() -> None:
         for workers in (int(w) for w in args.scale.split(",") if w):
             srv = serve(db_url, workers, tmp)
             try:
-                run_wrk(srv, script, 5, args.connections)
+                run_wrk(srv, script, args.warmup, args.connections)
                 res = run_wrk(srv, script, args.scale_duration, args.connections)
                 results["scale"].append({"workers": workers, "rps": res["rps"], "errors": res["errors"],
                                          "p99_ms": round(res["p99_us"] / 1000, 1)})
