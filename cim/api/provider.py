@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 from datetime import datetime
-from functools import lru_cache
 from typing import Any
 
 import shapely
@@ -59,10 +59,22 @@ FIELD_TYPES: dict[str, dict[str, str]] = {
 }
 
 
-@lru_cache(maxsize=4)
+_OPENED: dict[str, tuple[Engine, CIMTables, str]] = {}  # url → engine, tables, database id
+_OPENING = threading.Lock()
+
+
 def database(url: str) -> tuple[Engine, CIMTables]:
     """The process-wide engine and tables for ``url``: one bounded pool per worker and a statement timeout
-    (``cim.limits``; :mod:`cim.api.limits` answers what they raise)."""
+    (``cim.limits``; :mod:`cim.api.limits` answers what they raise). Opened once even when a cold worker's
+    first requests all ask at the same time (each would have opened a pool of its own)."""
+    opened = _OPENED.get(url)
+    if opened is None:
+        with _OPENING:
+            opened = _OPENED.get(url) or _open(url)
+    return opened[0], opened[1]
+
+
+def _open(url: str) -> tuple[Engine, CIMTables, str]:
     from cim.api import metrics
 
     settings = get_settings()
@@ -71,21 +83,20 @@ def database(url: str) -> tuple[Engine, CIMTables]:
                          pool_timeout=limits.pool_timeout_s, statement_timeout_ms=limits.statement_timeout_ms)
     metrics.watch_pool(engine, "primary" if url == settings.database_url else "replica")
     tables = tables_for(engine)
-    _database_id(engine)  # read now: read first inside a request, it took a second connection from the pool
-    _OPENED.append((engine, tables))
-    return engine, tables
+    # read now, not inside a request that already holds a connection (a second one per request deadlocks
+    # a pool that every request holds one of)
+    with engine.connect() as conn:
+        db_id = str(read_meta(conn).get("database_id", ""))
+    _OPENED[url] = (engine, tables, db_id)
+    return _OPENED[url]
 
 
 def close_databases() -> None:
     """Close every engine :func:`database` opened in this process (``cim serve``, before its workers start)."""
-    for engine, _ in _OPENED:
-        engine.dispose()
-    _OPENED.clear()
-    database.cache_clear()
-    _database_id.cache_clear()
-
-
-_OPENED: list[tuple[Engine, CIMTables]] = []
+    with _OPENING:
+        for engine, _, _ in _OPENED.values():
+            engine.dispose()
+        _OPENED.clear()
 
 
 def read_database() -> tuple[Engine, CIMTables]:
@@ -101,13 +112,11 @@ def write_database() -> tuple[Engine, CIMTables]:
 
 
 def database_id(provider: "CIMProvider") -> str:
-    """The id written into the database at ``cim db init`` (read once per process)."""
-    return _database_id(provider.engine)
-
-
-@lru_cache(maxsize=4)
-def _database_id(engine: Engine) -> str:
-    with engine.connect() as conn:
+    """The id written into the database at ``cim db init`` (read when the engine was opened)."""
+    for engine, _, db_id in _OPENED.values():
+        if engine is provider.engine:
+            return db_id
+    with provider.engine.connect() as conn:  # an engine opened elsewhere (a provider_def database_url)
         return str(read_meta(conn).get("database_id", ""))
 
 

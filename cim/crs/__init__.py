@@ -6,11 +6,36 @@ the axis order a CRS defines (EPSG:4490 lat/lon, EPSG:4550 north/east) is applie
 
 from __future__ import annotations
 
+import functools
+import threading
+from collections.abc import Callable
 from functools import lru_cache
 
 from pyproj import CRS, Transformer
 
-__all__ = ["crs", "crs84_srid", "thread_cheap", "transformer"]
+__all__ = ["built_once", "crs", "crs84_srid", "thread_cheap", "transformer"]
+
+
+def built_once(build: Callable[..., Transformer]) -> Callable[..., Transformer]:
+    """A cache for transformers that builds each one once even when many threads ask at the same moment:
+    with ``lru_cache`` the first requests of a cold worker (64 at once under load) each built the same
+    transformer (~0.1-1 s of CPU apiece) while holding database connections, and the pool ran dry."""
+    cache: dict[tuple, Transformer] = {}
+    lock = threading.Lock()
+
+    @functools.wraps(build)
+    def get(*key: str) -> Transformer:
+        found = cache.get(key)
+        if found is None:
+            with lock:
+                found = cache.get(key)
+                if found is None:
+                    if len(cache) >= 256:
+                        cache.clear()
+                    found = cache[key] = build(*key)
+        return found
+
+    return get
 
 
 @lru_cache(maxsize=64)
@@ -19,7 +44,7 @@ def crs(code: int | str) -> CRS:
     return CRS.from_epsg(code) if isinstance(code, int) else CRS.from_user_input(code)
 
 
-@lru_cache(maxsize=128)
+@built_once
 def transformer(source: int | str, target: int | str) -> Transformer:
     """The transformer from ``source`` to ``target`` in x/y (lon/lat, east/north) order, built once.
 

@@ -10,12 +10,11 @@ finite. Nothing returns ``inf`` or ``NaN``.
 
 from __future__ import annotations
 
-from functools import lru_cache
 
 import numpy as np
 from pyproj import CRS, Transformer
 
-from cim.crs import gcj, thread_cheap
+from cim.crs import built_once as _built_once, gcj, thread_cheap
 from cim.crs.registry import CRS84_URI, CRSInfo
 
 AREA_MARGIN_DEG = 0.05  # GK zones and national extents are used a little beyond their official edges
@@ -25,12 +24,12 @@ class OutsideArea(ValueError):
     """Coordinates outside a CRS's area of use (or not transformable)."""
 
 
-@lru_cache(maxsize=256)
+@_built_once
 def _transformer(src_wkt: str, dst_wkt: str) -> Transformer:
     return thread_cheap(Transformer.from_crs(CRS.from_wkt(src_wkt), CRS.from_wkt(dst_wkt), always_xy=True))
 
 
-@lru_cache(maxsize=64)
+@_built_once
 def _to_lonlat(src_wkt: str) -> Transformer:
     return thread_cheap(Transformer.from_crs(CRS.from_wkt(src_wkt), CRS.from_user_input("OGC:CRS84"), always_xy=True))
 
@@ -117,7 +116,7 @@ def height_warning(src: CRSInfo, dst: CRSInfo) -> str | None:
     return None
 
 
-@lru_cache(maxsize=8)
+@_built_once
 def _vgridshift(grid: str) -> Transformer:
     """lon/lat/H → lon/lat/h with h = H + N(lon, lat) from the grid (inverse: h → H)."""
     return Transformer.from_pipeline(
