@@ -122,15 +122,18 @@ def test_metrics_are_summed_over_workers(limited):
     # an unknown collection falls through to pygeoapi's route, and is counted under its template
     assert metric(after.text, "cim_http_requests_total", route="/collections/{collection_id:path}/items",
                   method="GET", status="404") >= 1
-    # both workers' pools are open; none holds a connection between requests
-    assert metric(after.text, "cim_db_pool_connections", database="primary") >= 2
+    # the pools are watched, and no worker holds a connection between requests
+    assert 'cim_db_pool_checked_out{database="primary"}' in after.text
     assert metric(after.text, "cim_db_pool_checked_out", database="primary") == 0
     assert 'pid="' not in after.text  # summed, not one series per process
 
 
 def test_statement_timeout_answers_503(limited, short_statements):
-    # 800 buildings' roofed 3D solids transformed and encoded in one statement (0.7 s in all)
-    slow = ("/collections/buildings/items", {**HEAVY[1], "limit": "800", "cim_level": "3"})
+    # 800 buildings' roofed 3D solids transformed and encoded in one statement (0.7 s in all); PostgreSQL
+    # also computes the rows an offset skips: 4,900 pipe segments' 3D lines there
+    slow = (("/collections/buildings/items", {**HEAVY[1], "limit": "800", "cim_level": "3"})
+            if limited.db.backend == "spatialite" else
+            ("/collections/pipelines/items", {**HEAVY[1], "offset": "3900", "cim_level": "6"}))
     with httpx.Client(base_url=limited.url, timeout=60) as c:  # no timeout there: it completes, slowly
         started = time.monotonic()
         assert c.get(*slow[:1], params=slow[1]).status_code == 200
