@@ -129,11 +129,11 @@ def make_demo(db_url: str, size: int, data_dir: Path) -> None:
         subprocess.run(cim(*args), env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
 
 
-def serve(db_url: str, workers: int, data_dir: Path) -> Server:
+def serve(db_url: str, workers: int, data_dir: Path, logs: Path) -> Server:
     port = free_port()
     srv = Server(f"cim-{workers}w", cim("serve", "--port", str(port), "--workers", str(workers)),
                  {"CIM_DATABASE_URL": db_url, "CIM_DATA_DIR": str(data_dir), "PYTHONPATH": str(ROOT)},
-                 ROOT, port, data_dir / f"serve-{workers}w-{port}.log")
+                 ROOT, port, logs / f"serve-{workers}w-{port}.log")
     srv.start("/collections/buildings/items?limit=1")
     return srv
 
@@ -152,6 +152,7 @@ def main() -> None:
                              "loads PROJ per connection, the database's pages are not cached yet)")
     parser.add_argument("--urls", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=20261205)
+    parser.add_argument("--data-dir", type=Path, help="the demo's data folder (its DEM); default: the throwaway one")
     parser.add_argument("--json", type=Path, help="write the results here too")
     args = parser.parse_args()
 
@@ -165,12 +166,13 @@ def main() -> None:
         pg = ThrowawayPostGIS().start()
         db_url = pg.url
         make_demo(db_url, args.size, tmp / "data")
+    data_dir = args.data_dir or tmp / "data"
     results: dict[str, Any] = {"connections": args.connections, "duration_s": args.duration, "workers": args.workers,
                                "cpus": os.cpu_count(), "runs": [], "scale": []}
     try:
         script = tmp / "mix.lua"
         script.write_text(LUA % ",\n".join(json.dumps(p) for p in url_mix(db_url, args.urls, args.seed)))
-        srv = serve(db_url, args.workers, tmp)
+        srv = serve(db_url, args.workers, data_dir, tmp)
         try:
             run_wrk(srv, script, args.warmup, args.connections)  # pools, caches, first-use imports
             for i in (1, 2):
@@ -186,7 +188,7 @@ def main() -> None:
         first, second = results["runs"]
         results["memory_growth"] = round(second["rss_mib"] / first["rss_mib"] - 1, 4)
         for workers in (int(w) for w in args.scale.split(",") if w):
-            srv = serve(db_url, workers, tmp)
+            srv = serve(db_url, workers, data_dir, tmp)
             try:
                 run_wrk(srv, script, args.warmup, args.connections)
                 res = run_wrk(srv, script, args.scale_duration, args.connections)
