@@ -708,5 +708,55 @@ def tracks_load(files: Annotated[list[Path], typer.Argument(help="GPS fixes: CSV
         out.print(f"{f}: {r.fixes:,} fixes, {r.vehicles} vehicles, {r.tracks} tracks (vehicle, day)")
 
 
+
+auth_app = typer.Typer(help="API keys, tokens and the audit log (cim.auth in config.yml).", no_args_is_help=True)
+app.add_typer(auth_app, name="auth")
+
+
+@auth_app.command("new-key")
+def auth_new_key(name: Annotated[str, typer.Option(help="Who holds the key (written to the audit log)")],
+                 role: Annotated[list[str], typer.Option(help="Role(s) of cim.auth.roles (repeatable)")]) -> None:
+    """Make a random API key: prints the key (give it to its holder; it is not stored) and the entry for
+    cim.auth.keys in config.yml (its SHA-256)."""
+    import secrets
+
+    from cim.api.auth import key_hash
+
+    roles = get_settings().auth.roles
+    if roles and (unknown := set(role) - set(roles)):
+        _fail(f"--role: {', '.join(sorted(unknown))} not in cim.auth.roles ({', '.join(roles)})")
+    key = secrets.token_urlsafe(32)
+    out.print(f"key: {key}", highlight=False)
+    out.print("cim.auth.keys entry:", highlight=False)
+    out.print(f"  - {{name: {name}, roles: [{', '.join(role)}], sha256: {key_hash(key)}}}", highlight=False, markup=False)
+
+
+@auth_app.command("audit")
+def auth_audit(database: DatabaseOpt = None,
+               limit: Annotated[int, typer.Option(min=1, help="Newest entries to show")] = 50,
+               principal: Annotated[Optional[str], typer.Option(help="Only this key name or token subject")] = None) -> None:
+    """The newest audit entries: writes, reads of restricted collections, refusals."""
+    from cim.db.audit import read_entries
+    from cim.db.schema import tables_for
+
+    s = _settings(database)
+    try:
+        engine = open_engine(s.database_url)
+        tables_for(engine)
+        with engine.connect() as conn:
+            rows = read_entries(conn, principal=principal, limit=limit)
+        engine.dispose()
+    except CIMDatabaseError as exc:
+        _fail(str(exc))
+    table = Table(title="audit log (newest first)")
+    for col in ("at", "principal", "action", "method", "path", "collections", "status"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(str(r["at"])[:19], r["principal"], r["action"], r["method"],
+                      r["path"] + (f"?{r['query']}" if r["query"] else ""), ",".join(r["collections"] or []),
+                      str(r["status"]))
+    out.print(table)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

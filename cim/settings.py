@@ -176,6 +176,48 @@ class TerrainSettings(BaseModel):
     out_dir: Path = PROJECT_ROOT / "tiles" / "cache" / "terrain"
 
 
+class ApiKey(BaseModel):
+    """One API key, stored as the SHA-256 of the key (keys are long random strings, so a fast hash is enough:
+    there is nothing to brute-force), never the key itself."""
+
+    name: str  # who: written to the audit log
+    roles: list[str]
+    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
+
+
+class PathRule(BaseModel):
+    """Roles needed for request paths matching ``pattern`` (fnmatch, ``*`` crosses ``/``), e.g. a package
+    or tileset holding every layer under a name that does not say so."""
+
+    pattern: str
+    roles: list[str]
+
+
+class AuthSettings(BaseModel):
+    """Who may read what (cim.api.auth). Anonymous requests read the collections not listed in
+    ``restricted``; credentials are an API key (``X-API-Key``) or a JWT (``Authorization: Bearer``)."""
+
+    enabled: bool = True
+    roles: dict[str, str] = Field(default_factory=dict)  # role → what it is for (keys and tokens must use these)
+    restricted: dict[str, list[str]] = Field(default_factory=dict)  # collection → roles that may read it
+    write_roles: list[str] = Field(default_factory=lambda: ["operations"])  # POST/PUT/PATCH/DELETE
+    # POSTs that only read (process executions), unless the process is one of write_processes
+    read_posts: list[str] = Field(default_factory=lambda: ["/processes/*/execution"])
+    write_processes: list[str] = Field(default_factory=list)
+    paths: list[PathRule] = Field(default_factory=list)
+    # routes that serve every collection unless ``collections=`` selects some (combined tiles): an
+    # unprivileged request without a selection gets the collections it may read
+    combined_paths: list[str] = Field(default_factory=lambda: ["/tiles", "/tiles/*"])
+    keys: list[ApiKey] = Field(default_factory=list)
+    # JWT bearer tokens: the HMAC secret, from the environment (CIM_AUTH__JWT_SECRET); none: no tokens accepted
+    jwt_secret: str | None = Field(default=None, repr=False)
+    jwt_algorithms: list[str] = Field(default_factory=lambda: ["HS256"])
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_roles_claim: str = "roles"
+    audit_database: bool = True  # audit entries into the database (audit_log); always to the "cim.audit" log
+
+
 class LocalCRS(BaseModel):
     """A city's own coordinate system (城市独立坐标系); its parameters come from the operator, never from code."""
 
@@ -203,6 +245,7 @@ class Settings(BaseSettings):
     """Everything the service needs to know, validated once."""
 
     # CIM_LIMITS__POOL_SIZE=10 sets limits.pool_size
+    # CIM_AUTH__JWT_SECRET sets auth.jwt_secret (nested sections by "__")
     model_config = SettingsConfigDict(env_prefix="CIM_", extra="ignore", env_nested_delimiter="__")
 
     # A SpatiaLite file (sqlite:///var/cim.sqlite, the embedded default) or PostGIS
@@ -249,6 +292,7 @@ class Settings(BaseSettings):
     # GeoTIFF), supplied by the operator. Without it, heights between EPSG:5737 and ellipsoidal CRSs are
     # passed through unchanged (about 12.7 m wrong at Benxi) and every such output says so.
     geoid_grid: Path | None = None
+    auth: AuthSettings = Field(default_factory=AuthSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -19,6 +19,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Scope
 
 from cim.api.cases import CONFORMANCE as CASES_CONFORMANCE, CaseEndpoints
+from cim.api.auth import AuthMiddleware, ListingScrubber, Policy
 from cim.api.config import STATIC_URL, prepare
 from cim.api import logs, metrics
 from cim.api.features import CollectionCRSMetadata, FeaturesEndpoint
@@ -57,6 +58,15 @@ class Conformance(BodyRewriter):
         doc = json.loads(body)
         doc["conformsTo"] = list(dict.fromkeys(doc.get("conformsTo", []) + self.classes))
         return json.dumps(doc, ensure_ascii=False).encode()
+
+
+def _audit(entries: list[dict]) -> None:
+    """Audit entries into the database, in a transaction of their own (cim.db.audit)."""
+    from cim.db.audit import write_entries
+
+    engine, _ = write_database()
+    with engine.begin() as conn:
+        write_entries(conn, entries)
 
 
 def create_app() -> Starlette:
@@ -113,7 +123,12 @@ def create_app() -> Starlette:
                                                + GEOVOLUMES_CONFORMANCE)
     app.add_middleware(GeoVolumeLinks, collections=collection_layers, base_url=url)
     app.add_middleware(CollectionCRSMetadata, layers=set(layers), storage_srid=settings.storage_crs)
+    policy = Policy(settings.auth, [n for n, r in cfg.get("resources", {}).items() if r.get("type") == "collection"],
+                    list(layers))
+    app.add_middleware(ListingScrubber, policy=policy)
     app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=5)  # level 9 cost 23 ms on 800 KB
+    # who may read and write what (cim.auth); inside the body limit and the request log, which see its refusals
+    app.add_middleware(AuthMiddleware, policy=policy, audit=_audit if settings.auth.audit_database else None)
     app.add_middleware(BodyLimit, max_bytes=settings.limits.max_body_bytes)
     app.add_middleware(logs.RequestLog)  # outermost: sees every answer, and times it
     install_handlers(app, settings.limits)  # 503 + Retry-After when the database cannot answer, 413

@@ -69,6 +69,13 @@ def _v6_operations(conn: Connection, t: CIMTables) -> None:
     t.case_history.create(conn)
 
 
+def _v7_audit_log(conn: Connection, t: CIMTables) -> None:
+    """The audit trail of writes and sensitive reads (cim.db.audit)."""
+    from cim.db.audit import audit_table
+
+    audit_table().create(conn)
+
+
 STEPS: dict[int, Callable[[Connection, CIMTables], None]] = {
     1: _v1_core,
     2: _v2_rasters_and_validity,
@@ -76,6 +83,7 @@ STEPS: dict[int, Callable[[Connection, CIMTables], None]] = {
     4: _v4_layer_spatial_index,
     5: _v5_source_lods,
     6: _v6_operations,
+    7: _v7_audit_log,
 }
 HEAD = max(STEPS)
 
