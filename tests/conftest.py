@@ -6,6 +6,8 @@ test session (or the one named by CIM_TEST_POSTGIS_URL), and the API tests talk 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import socket
 import subprocess
@@ -152,6 +154,23 @@ def raster_server(raster_db) -> Iterator[Server]:
     stop_server(srv)
 
 
+# The test servers' credentials (cim.auth; config.yml restricts pipelines and pipe-nodes). The `http` client
+# sends TEST_KEY, which holds every role; a test that starts its own client or tool sends AUTH_HEADERS
+# (GDAL: GDAL_HTTP_HEADERS="X-API-Key: ..."; a browser: extra HTTP headers). `anon` has no credentials.
+TEST_KEYS = {"tests": ("cim-test-key-all-roles", ["operations", "utilities"]),
+             "pipe-office": ("cim-test-key-utilities", ["utilities"]),
+             "planner": ("cim-test-key-planning", ["planning"])}
+TEST_KEY = TEST_KEYS["tests"][0]
+AUTH_HEADERS = {"X-API-Key": TEST_KEY}
+JWT_SECRET = "cim-test-jwt-secret-0123456789abcdef"
+
+
+def auth_env() -> dict[str, str]:
+    keys = [{"name": name, "roles": roles, "sha256": hashlib.sha256(key.encode()).hexdigest()}
+            for name, (key, roles) in TEST_KEYS.items()]
+    return {"CIM_AUTH__KEYS": json.dumps(keys), "CIM_AUTH__JWT_SECRET": JWT_SECRET}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -170,7 +189,7 @@ def start_server(db: DemoDB, extra_env: dict[str, str] | None = None, log_name: 
     port = free_port()
     log = open(db.data_dir / log_name, "w")
     proc = subprocess.Popen([sys.executable, "-m", "cim.cli", "serve", "--port", str(port)], cwd=ROOT,
-                            env={**os.environ, **db.env, **(extra_env or {})}, stdout=log, stderr=subprocess.STDOUT)
+                            env={**os.environ, **db.env, **auth_env(), **(extra_env or {})}, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -203,5 +222,13 @@ def server(demo_db) -> Iterator[Server]:
 
 @pytest.fixture
 def http(server) -> Iterator[httpx.Client]:
+    """A client of `server` with the tests' API key (every role)."""
+    with httpx.Client(base_url=server.url, timeout=30, headers=AUTH_HEADERS) as client:
+        yield client
+
+
+@pytest.fixture
+def anon(server) -> Iterator[httpx.Client]:
+    """A client of `server` without credentials."""
     with httpx.Client(base_url=server.url, timeout=30) as client:
         yield client

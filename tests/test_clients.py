@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -11,6 +12,8 @@ import pytest
 import shapely
 from owslib.ogcapi.features import Features
 
+from .conftest import AUTH_HEADERS
+
 BBOX = (123.76, 41.29, 123.78, 41.31)
 
 
@@ -19,7 +22,7 @@ def matched(http, layer: str, **params) -> int:
 
 
 def test_owslib(server, http):
-    w = Features(server.url)
+    w = Features(server.url, headers=AUTH_HEADERS)
     ids = {c["id"] for c in w.collections()["collections"]}
     assert {"buildings", "building-components", "pipelines", "pipe-nodes", "roads", "bridges", "terrain"} <= ids
     items = w.collection_items("pipe-nodes", limit=5, bbox=list(BBOX))
@@ -33,7 +36,9 @@ def test_owslib(server, http):
 def gdal(*args: str) -> subprocess.CompletedProcess:
     if shutil.which(args[0]) is None:
         pytest.fail(f"{args[0]} is not installed (scripts/install.sh installs gdal-bin with the test extras)")
-    proc = subprocess.run(list(args), capture_output=True, text=True, timeout=300)
+    headers = "\n".join(f"{k}: {v}" for k, v in AUTH_HEADERS.items())
+    proc = subprocess.run(list(args), capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "GDAL_HTTP_HEADERS": headers})
     assert proc.returncode == 0, proc.stderr
     return proc
 

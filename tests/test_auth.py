@@ -1,0 +1,284 @@
+"""Authentication, roles and the audit trail (cim.api.auth) against the running server, on both backends.
+
+The routes are enumerated from the app's own route table (ours and pygeoapi's, printed by a subprocess that
+builds the app), so a route added later is tried too: every route that can name a collection is asked for
+the restricted ones without credentials (401), with a key lacking the role (403), and must leak nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import jwt
+import morecantile
+import pytest
+from sqlalchemy import text
+
+from cim.api.auth import names_in, scrub
+
+from .conftest import JWT_SECRET, ROOT, TEST_KEYS
+
+RESTRICTED = ["pipelines", "pipe-nodes"]
+WM = morecantile.tms.get("WebMercatorQuad")
+
+ROUTES_SCRIPT = """
+import json
+from starlette.routing import Mount, Route
+from cim.api.app import create_app
+
+def walk(routes, prefix=""):
+    for r in routes:
+        if isinstance(r, Mount):
+            yield from walk(r.routes, prefix + r.path)
+            if not r.routes:  # an app without a route table (static files): its path with a parameter
+                yield {"path": prefix + r.path + "/{path}", "methods": ["GET"]}
+        elif isinstance(r, Route):
+            yield {"path": prefix + r.path, "methods": sorted(r.methods or ["GET"])}
+
+print(json.dumps(list(walk(create_app().routes))))
+"""
+
+
+def key(name: str) -> dict[str, str]:
+    return {"X-API-Key": TEST_KEYS[name][0]}
+
+
+@pytest.fixture(scope="session")
+def route_table(server) -> list[dict]:
+    import os
+
+    proc = subprocess.run([sys.executable, "-c", ROUTES_SCRIPT], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, **server.db.env}, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    routes = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert any(r["path"] == "/collections/{collection}/items" for r in routes)  # ours
+    assert any(r["path"].endswith("/collections/{collection_id:path}/queryables") for r in routes)  # pygeoapi's
+    return routes
+
+
+@pytest.fixture(scope="session")
+def pipe_sample(server) -> dict:
+    """Real restricted objects: their ids (what must never leak) and a tile that holds pipelines."""
+    with httpx.Client(base_url=server.url, timeout=30, headers=key("tests")) as c:
+        pipes = c.get("/collections/pipelines/items", params={"f": "json", "limit": 20}).json()["features"]
+        nodes = c.get("/collections/pipe-nodes/items", params={"f": "json", "limit": 20}).json()["features"]
+    lon, lat = pipes[0]["geometry"]["coordinates"][0][:2]
+    tile = WM.tile(lon, lat, 16)
+    return {"pipe": pipes[0]["id"], "node": nodes[0]["id"], "ids": [f["id"] for f in pipes + nodes],
+            "tile": (tile.z, tile.y, tile.x)}
+
+
+def leaks(r: httpx.Response, sample: dict) -> list[str]:
+    body = r.content
+    found = [i for i in sample["ids"] if i.encode() in body]
+    found += [m for m in ("PipeSegment", "PipeNode", "collections/pipelines", "collections/pipe-nodes",
+                          "diameter_mm") if m.encode() in body]
+    if b"json" not in r.headers.get("content-type", "").encode() and b"html" not in r.headers.get(
+            "content-type", "").encode():
+        found += [m for m in RESTRICTED if m.encode() in body]  # binary: an MVT layer name
+    return found
+
+
+VALUES = {"tms": "WebMercatorQuad", "tileMatrixSetId": "WebMercatorQuad", "job_id": "0" * 32,
+          "location_id": "x", "instance_id": "x", "style_id": "default", "process_id": "cim-download",
+          "resource_id": "x", "path": "index.html"}
+COLLECTION_PARAMS = {"collection", "collection_id", "collectionId", "layer"}
+
+
+def concrete(template: str, collection: str, sample: dict) -> str:
+    z, y, x = sample["tile"]
+    values = {**VALUES, "feature": sample["pipe" if collection == "pipelines" else "node"],
+              "matrix": str(z), "tile_matrix": str(z), "tileMatrix": str(z), "row": str(y), "tileRow": str(y),
+              "col": str(x), "tileCol": str(x)}
+    values["item_id"] = values["featureId"] = values["feature"]
+
+    def sub(m: re.Match) -> str:
+        name = m.group(1).split(":")[0]
+        if name in COLLECTION_PARAMS:
+            return collection
+        assert name in values, f"route {template}: no test value for {{{name}}}: add one to VALUES"
+        return values[name]
+
+    return re.sub(r"\{([^}]+)\}", sub, template)
+
+
+def test_every_route_naming_a_restricted_collection_is_refused(server, route_table, pipe_sample):
+    """Anonymous → 401 with WWW-Authenticate; a key without the role → 403; OGC exception JSON; no data."""
+    tried = 0
+    with httpx.Client(base_url=server.url, timeout=30) as anon, \
+            httpx.Client(base_url=server.url, timeout=30, headers=key("planner")) as planner:
+        for route in route_table:
+            named = any(p.split(":")[0] in COLLECTION_PARAMS for p in re.findall(r"\{([^}]+)\}", route["path"]))
+            for collection in RESTRICTED:
+                url = concrete(route["path"], collection, pipe_sample)
+                for method in route["methods"]:
+                    if method == "HEAD":
+                        continue
+                    # a route without a collection in its path names one in its query or body
+                    params = {} if named else {"collections": collection}
+                    body = {"inputs": {"layers": [collection], "bbox": [123.7, 41.2, 123.9, 41.4]}}
+                    kw = {"json": body} if method in ("POST", "PUT", "PATCH") else {}
+                    for client, status in ((anon, 401), (planner, 403)):
+                        r = client.request(method, url, params=params, **kw)
+                        what = f"{method} {url} {params} as {'anonymous' if client is anon else 'planner'}"
+                        assert r.status_code == status, f"{what}: {r.status_code} {r.text[:300]}"
+                        doc = r.json()
+                        assert doc["code"] in ("NotAuthorized", "Forbidden") and doc["description"], what
+                        if status == 401:
+                            assert r.headers["www-authenticate"].startswith("Bearer realm="), what
+                        assert not leaks(r, pipe_sample), f"{what}: leaks {leaks(r, pipe_sample)}"
+                        tried += 1
+    assert tried > 200
+
+
+@pytest.mark.parametrize("path", ["/collections/PIPELINES/items", "/collections/pipelines/items/",
+                                  "/collections/pipelines//items", "/collections/pipe%2Dnodes/items",
+                                  "/collections/pipelines.json", "/collections/pipelines/items.geojson",
+                                  "/collections/buildings/items?ids=x&collections=pipe-nodes",
+                                  "/collections/pipelines/tiles/WebMercatorQuad/16/0/0",
+                                  "/3dtiles/pipelines-cim3/tileset.json", "/collections/pipelines/queryables?f=html",
+                                  "/collections/pipelines/schema", "/collections/pipelines?f=html"])
+def test_spellings_of_a_restricted_path(anon, path, pipe_sample):
+    r = anon.get(path)
+    assert r.status_code == 401, f"{path}: {r.status_code} {r.text[:200]}"
+    assert not leaks(r, pipe_sample)
+
+
+def test_authorised_roles_read_restricted_collections(server, pipe_sample):
+    z, y, x = pipe_sample["tile"]
+    for name in ("tests", "pipe-office"):
+        with httpx.Client(base_url=server.url, timeout=30, headers=key(name)) as c:
+            items = c.get("/collections/pipelines/items", params={"f": "json", "limit": 5})
+            assert items.status_code == 200 and len(items.json()["features"]) == 5
+            assert c.get(f"/collections/pipe-nodes/items/{pipe_sample['node']}", params={"f": "json"}).json()[
+                "id"] == pipe_sample["node"]
+            assert c.get("/collections/pipelines/queryables", params={"f": "json"}).status_code == 200
+            assert c.get("/collections/pipelines", params={"f": "html"}).status_code == 200
+            tile = c.get(f"/collections/pipelines/tiles/WebMercatorQuad/{z}/{y}/{x}")
+            assert tile.status_code == 200 and b"pipelines" in tile.content
+            dl = c.post("/processes/cim-download/execution", json={"inputs": {
+                "layers": ["pipelines"], "bbox": [123.76, 41.29, 123.78, 41.31], "format": "fgb"}, "response": "raw"})
+            assert dl.status_code == 200 and dl.content[:3] == b"fgb"
+
+
+def test_public_collections_stay_anonymous(anon):
+    assert anon.get("/collections/buildings/items", params={"f": "json", "limit": 2}).status_code == 200
+    assert anon.get("/collections/roads", params={"f": "json"}).status_code == 200
+    dl = anon.post("/processes/cim-download/execution", json={"inputs": {
+        "layers": ["buildings"], "bbox": [123.76, 41.29, 123.78, 41.31], "format": "fgb"}, "response": "raw"})
+    assert dl.status_code == 200
+    t = anon.post("/processes/coordinate-transform/execution", json={"inputs": {
+        "source_crs": "OGC:CRS84", "target_crs": "EPSG:4550", "coordinates": [[123.77, 41.30]]}})
+    assert t.status_code == 200
+
+
+def test_listings_hide_what_anonymous_users_may_not_read(anon, http):
+    for client, visible in ((anon, False), (http, True)):
+        ids = {c["id"] for c in client.get("/collections", params={"f": "json"}).json()["collections"]}
+        assert "buildings" in ids and ("pipelines" in ids) is visible and ("pipe-nodes" in ids) is visible
+        html = client.get("/collections", params={"f": "html"}).text
+        assert "/collections/buildings" in html and ("/collections/pipelines" in html) is visible
+        oas = client.get("/openapi", params={"f": "json"}).json()
+        assert "/collections/buildings/items" in oas["paths"]
+        assert any("pipelines" in p for p in oas["paths"]) is visible
+        assert any(t.get("name") == "pipe-nodes" for t in oas.get("tags", [])) is visible
+        enum = client.get("/processes/cim-download", params={"f": "json"}).json()["inputs"]["layers"]["schema"]
+        assert ("pipelines" in enum["items"]["enum"]) is visible and "buildings" in enum["items"]["enum"]
+    assert anon.get("/jobs", params={"f": "json"}).status_code == 401
+
+
+def test_writes_need_the_operations_role(server, anon):
+    feature = {"type": "Feature", "geometry": {"type": "Point", "coordinates": [123.77, 41.3]}, "properties": {}}
+    url = "/collections/buildings/items"
+    assert anon.post(url, json=feature).status_code == 401
+    for name, allowed in (("planner", False), ("pipe-office", False), ("tests", True)):
+        with httpx.Client(base_url=server.url, timeout=30, headers=key(name)) as c:
+            for method, path in (("POST", url), ("PUT", f"{url}/x"), ("DELETE", f"{url}/x")):
+                r = c.request(method, path, json=feature if method != "DELETE" else None)
+                # allowed: past the middleware, to the route (which refuses: buildings are not editable)
+                assert (r.status_code not in (401, 403)) if allowed else r.status_code == 403, (name, method, r.text)
+
+
+def token(roles, **claims) -> str:
+    now = datetime.now(UTC)
+    return jwt.encode({"sub": "sso-user-7", "roles": roles, "exp": now + timedelta(minutes=5), **claims},
+                      claims.pop("secret", JWT_SECRET), algorithm="HS256")
+
+
+def test_jwt_bearer_tokens(anon):
+    url = "/collections/pipelines/items"
+    ok = anon.get(url, params={"f": "json", "limit": 1}, headers={"Authorization": f"Bearer {token(['utilities'])}"})
+    assert ok.status_code == 200 and ok.json()["features"]
+    assert anon.get(url, headers={"Authorization": f"Bearer {token(['planning'])}"}).status_code == 403
+    expired = jwt.encode({"sub": "x", "roles": ["operations"], "exp": datetime.now(UTC) - timedelta(minutes=1)},
+                         JWT_SECRET, algorithm="HS256")
+    forged = jwt.encode({"sub": "x", "roles": ["operations"], "exp": datetime.now(UTC) + timedelta(minutes=1)},
+                        "not-the-secret-but-long-enough-for-hs256", algorithm="HS256")
+    no_exp = jwt.encode({"sub": "x", "roles": ["operations"]}, JWT_SECRET, algorithm="HS256")
+    for bad in (expired, forged, no_exp, "not.a.jwt"):
+        r = anon.get(url, headers={"Authorization": f"Bearer {bad}"})
+        assert r.status_code == 401 and 'error="invalid_token"' in r.headers["www-authenticate"]
+        assert r.json()["code"] == "NotAuthorized"
+    # bad credentials are refused even where none are needed; an unknown key too
+    assert anon.get("/collections/buildings/items", headers={"Authorization": f"Bearer {forged}"}).status_code == 401
+    assert anon.get("/collections/buildings/items", headers={"X-API-Key": "guess"}).status_code == 401
+    assert anon.get("/collections/buildings/items", headers={"Authorization": "Basic dTpw"}).status_code == 401
+
+
+def _audit_rows(server, after: int = 0) -> list[dict]:
+    engine = server.db.engine()
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT id, at, principal, auth, action, method, path, query, collections, status "
+                                     "FROM audit_log WHERE id > :i ORDER BY id"), {"i": after}).mappings().all()
+    finally:
+        engine.dispose()
+    return [{**r, "collections": json.loads(r["collections"]) if isinstance(r["collections"], str)
+             else r["collections"]} for r in rows]
+
+
+def test_audit_log_records_sensitive_reads_writes_and_refusals(server, anon):
+    time.sleep(0.5)  # earlier tests' entries are in
+    last = max([r["id"] for r in _audit_rows(server)], default=0)
+    with httpx.Client(base_url=server.url, timeout=30, headers=key("pipe-office")) as c:
+        assert c.get("/collections/pipe-nodes/items", params={"f": "json", "limit": 1}).status_code == 200
+        assert c.get("/collections/buildings/items", params={"f": "json", "limit": 1}).status_code == 200
+    assert anon.get("/collections/pipelines/items").status_code == 401
+    anon.get("/collections/roads/items", params={"f": "json", "limit": 1})
+    with httpx.Client(base_url=server.url, timeout=30, headers=key("tests")) as c:
+        c.delete("/collections/buildings/items/x")
+    want = [("pipe-office", "api-key", "read", "GET", "/collections/pipe-nodes/items", ["pipe-nodes"], 200),
+            ("anonymous", "anonymous", "denied", "GET", "/collections/pipelines/items", ["pipelines"], 401),
+            ("tests", "api-key", "write", "DELETE", "/collections/buildings/items/x", None, None)]
+    keys = ("principal", "auth", "action", "method", "path", "collections", "status")
+
+    def found(rows: list[dict]) -> bool:
+        return all(any(all(w[i] is None or r[k] == w[i] for i, k in enumerate(keys)) for r in rows) for w in want)
+
+    deadline = time.monotonic() + 10
+    while not found(rows := _audit_rows(server, last)) and time.monotonic() < deadline:
+        time.sleep(0.2)  # entries are written after the response has gone out
+    assert found(rows), rows
+    # public reads are not audited
+    assert not [r for r in rows if r["path"] in ("/collections/buildings/items", "/collections/roads/items")]
+    assert all(isinstance(r["at"], datetime) or r["at"] for r in rows)
+    assert "f=json" in next(r["query"] for r in rows if r["path"] == "/collections/pipe-nodes/items")
+
+
+def test_names_in_and_scrub():
+    names = {"pipelines", "pipe-nodes"}
+    assert names_in("/3dtiles/buildings+pipelines/cim3", names) == {"pipelines"}
+    assert names_in("pipelines_cim3 PIPE-NODES.json", names) == {"pipelines", "pipe-nodes"}
+    assert names_in("pipelinesx pipe-nodesy pipe_kind", names) == set()
+    doc = {"paths": {"/collections/pipelines/items": {}, "/collections/roads": {}},
+           "collections": [{"id": "pipelines"}, {"id": "roads"}],
+           "links": [{"href": "http://h/collections/pipe-nodes"}, {"href": "http://h/collections"}],
+           "enum": ["buildings", "pipelines"]}
+    assert scrub(doc, names) == {"paths": {"/collections/roads": {}}, "collections": [{"id": "roads"}],
+                                 "links": [{"href": "http://h/collections"}], "enum": ["buildings"]}
