@@ -194,15 +194,21 @@ def test_listings_hide_what_anonymous_users_may_not_read(anon, http):
 
 
 def test_writes_need_the_operations_role(server, anon):
-    feature = {"type": "Feature", "geometry": {"type": "Point", "coordinates": [123.77, 41.3]}, "properties": {}}
-    url = "/collections/buildings/items"
-    assert anon.post(url, json=feature).status_code == 401
-    for name, allowed in (("planner", False), ("pipe-office", False), ("tests", True)):
+    case = {"type": "Feature", "geometry": {"type": "Point", "coordinates": [123.7712, 41.3003]},
+            "properties": {"case_type": "BJ0101", "case_status": "reported", "reported_at": "2026-12-05T08:30:00+08:00"}}
+    url = "/collections/cases/items"
+    assert anon.post(url, json=case).status_code == 401
+    assert anon.get(url, params={"f": "json"}).status_code == 200  # cases are public reading
+    for name in ("planner", "pipe-office"):
         with httpx.Client(base_url=server.url, timeout=30, headers=key(name)) as c:
-            for method, path in (("POST", url), ("PUT", f"{url}/x"), ("DELETE", f"{url}/x")):
-                r = c.request(method, path, json=feature if method != "DELETE" else None)
-                # allowed: past the middleware, to the route (which refuses: buildings are not editable)
-                assert (r.status_code not in (401, 403)) if allowed else r.status_code == 403, (name, method, r.text)
+            for method, path in (("POST", url), ("PUT", f"{url}/x"), ("PATCH", f"{url}/x"), ("DELETE", f"{url}/x")):
+                r = c.request(method, path, json=case if method != "DELETE" else None)
+                assert r.status_code == 403 and r.json()["code"] == "Forbidden", (name, method, r.text)
+    with httpx.Client(base_url=server.url, timeout=30, headers=key("tests")) as c:
+        created = c.post(url, json=case)
+        assert created.status_code == 201
+        # past the middleware to the route, which answers for itself (no such case)
+        assert c.delete(f"{url}/no-such-case", headers={"If-Match": '"r1"'}).status_code == 404
 
 
 def token(roles, **claims) -> str:

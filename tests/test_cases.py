@@ -9,6 +9,7 @@ import pytest
 
 from cim.crs.gcj import wgs84_to_gcj02
 
+
 ITEMS = "/collections/cases/items"
 GCJ02 = "urn:benxi-cim:crs:GCJ-02"
 LON, LAT = 123.7712, 41.3003  # WGS 84, in the demo district
