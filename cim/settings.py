@@ -208,6 +208,10 @@ class AuthSettings(BaseModel):
     # routes that serve every collection unless ``collections=`` selects some (combined tiles): an
     # unprivileged request without a selection gets the collections it may read
     combined_paths: list[str] = Field(default_factory=lambda: ["/tiles", "/tiles/*"])
+    # routes whose JSON shows objects of other collections (a case's related pipe node, a process's or job's
+    # results): objects linking to a collection the client may not read are left out, and the rest audited
+    derived_paths: list[str] = Field(default_factory=lambda: ["/processes/*/execution", "/jobs/*",
+                                                              "/collections/*/items/*/related"])
     keys: list[ApiKey] = Field(default_factory=list)
     # JWT bearer tokens: the HMAC secret, from the environment (CIM_AUTH__JWT_SECRET); none: no tokens accepted
     jwt_secret: str | None = Field(default=None, repr=False)

@@ -88,7 +88,7 @@ def leaks(r: httpx.Response, sample: dict) -> list[str]:
 VALUES = {"tms": "WebMercatorQuad", "tileMatrixSetId": "WebMercatorQuad", "job_id": "0" * 32,
           "location_id": "x", "instance_id": "x", "style_id": "default", "process_id": "cim-download",
           "resource_id": "x", "path": "index.html"}
-COLLECTION_PARAMS = {"collection", "collection_id", "collectionId", "layer"}
+COLLECTION_PARAMS = {"collection", "collection_id", "collectionId", "layer", "name"}
 
 
 def concrete(template: str, collection: str, sample: dict) -> str:
@@ -288,3 +288,46 @@ def test_names_in_and_scrub():
            "enum": ["buildings", "pipelines"]}
     assert scrub(doc, names) == {"paths": {"/collections/roads": {}}, "collections": [{"id": "roads"}],
                                  "links": [{"href": "http://h/collections"}], "enum": ["buildings"]}
+
+
+def test_derived_documents_leave_out_restricted_objects(server, anon, http, pipe_sample):
+    """A case overlay names the nearest pipe node: not to anonymous users (process, async job, related route);
+    an authorised one sees it, and the read is audited as one of pipe-nodes."""
+    node = http.get(f"/collections/pipe-nodes/items/{pipe_sample['node']}", params={"f": "json"}).json()
+    lon, lat = node["geometry"]["coordinates"][:2]
+    kind = {"JS": "BJ0101", "WS": "BJ0102", "YS": "BJ0103", "DL": "BJ0104", "TX": "BJ0106", "RQ": "BJ0108",
+            "RL": "BJ0109"}[node["properties"]["pipe_kind"]]
+    feats = [{"type": "Feature", "id": "c1", "geometry": {"type": "Point", "coordinates": [lon, lat]},
+              "properties": {"case_type": kind}}]
+    url = "/processes/case-overlay/execution"
+    seen = http.post(url, json={"inputs": {"features": feats}}).json()["cases"][0]["related"]
+    assert seen["pipe_node"]["id"] == node["id"]
+    hidden = anon.post(url, json={"inputs": {"features": feats}})
+    assert hidden.status_code == 200
+    related = hidden.json()["cases"][0]["related"]
+    assert "pipe_node" not in related and "pipe_segment" not in related
+    assert not leaks(hidden, pipe_sample) and node["id"] not in hidden.text
+    # the same through an asynchronous job's results
+    job = anon.post(url, json={"inputs": {"features": feats}}, headers={"Prefer": "respond-async"})
+    assert job.status_code == 201
+    results = job.headers["location"].rstrip("/") + "/results"
+    for _ in range(100):
+        r = anon.get(results, params={"f": "json"})
+        if r.status_code == 200:
+            break
+        time.sleep(0.2)
+    assert r.status_code == 200 and "cases" in r.text and node["id"] not in r.text
+    # a stored case's related objects
+    case = {"type": "Feature", "geometry": {"type": "Point", "coordinates": [lon, lat]},
+            "properties": {"case_type": kind, "case_status": "reported", "reported_at": "2026-12-05T08:30:00+08:00"}}
+    where = http.post("/collections/cases/items", json=case).headers["location"]
+    assert http.get(f"{where}/related").json()["related"]["pipe_node"]["id"] == node["id"]
+    mine = anon.get(f"{where}/related")
+    assert mine.status_code == 200 and "pipe_node" not in mine.json()["related"] and node["id"] not in mine.text
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        rows = [r for r in _audit_rows(server) if r["path"] == url and r["principal"] == "tests"]
+        if rows:
+            break
+        time.sleep(0.2)
+    assert rows and rows[-1]["collections"] in (["pipe-nodes"], ["pipe-nodes", "pipelines"]), rows

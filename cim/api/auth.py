@@ -50,7 +50,7 @@ WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 MAX_BODY = 64 * 1024 * 1024  # request bodies are read whole to find the collections they name
 REALM = "benxi-cim"
 # listings that would name every collection: restricted ones a principal may not read are left out
-LISTINGS = ("/", "/collections", "/openapi", "/processes", "/processes/*", "/tiles", "/tiles/*")
+LISTINGS = ("/", "/collections", "/openapi", "/processes", "/processes/*", "/tiles", "/tiles/*", "/indicators")
 _WORD = re.compile(r"[\w\-]+")
 _ID_END = "-_.@"
 
@@ -167,6 +167,9 @@ class Policy:
     def is_listing(self, path: str) -> bool:
         return any(fnmatch.fnmatchcase(path, p) for p in LISTINGS)
 
+    def is_derived(self, path: str) -> bool:
+        return any(fnmatch.fnmatchcase(path, p) for p in self.settings.derived_paths)
+
 
 def normalise(path: str) -> str:
     """One spelling per path: no repeated or trailing slashes."""
@@ -229,13 +232,13 @@ class AuthMiddleware:
             needed.append(frozenset(policy.settings.write_roles))
         missing = [roles for roles in needed if not roles & principal.roles]
 
-        entry = None
-        if write or named or missing or invalid:
-            entry = {"at": started, "principal": principal.name, "auth": principal.auth,
+        def audit_entry() -> dict[str, Any]:
+            return {"at": started, "principal": principal.name, "auth": principal.auth,
                      "roles": sorted(principal.roles), "action": "write" if write else "read", "method": method,
                      "path": path, "query": scope.get("query_string", b"").decode("latin-1") or None,
                      "collections": sorted(named) or None, "status": 0,
                      "client": (scope.get("client") or ("",))[0] or None}
+
         if invalid or missing:
             if invalid:
                 status, text = HTTPStatus.UNAUTHORIZED, f"invalid credentials: {invalid}"
@@ -246,14 +249,15 @@ class AuthMiddleware:
                 status, text = HTTPStatus.FORBIDDEN, f"{principal.name} has no role allowed to " + \
                     ("write here" if write and not named else "read this resource")
             await self._send_error(send, status, text, invalid=invalid is not None)
-            entry["action"], entry["status"] = "denied", int(status)
-            await self._record(entry)
+            await self._record({**audit_entry(), "action": "denied", "status": int(status)})
             return
 
         scope = dict(scope)
         scope["cim.principal"] = principal
         hidden = policy.hidden(principal)
         scope["cim.hidden"] = hidden
+        revealed: set[str] = set()
+        scope["cim.revealed"] = revealed  # restricted collections a derived document showed (ListingScrubber)
         if hidden and method in ("GET", "HEAD") and policy.is_combined(path) and \
                 not any(k == "collections" for k, _ in query):
             allowed = [c for c in policy.combined if c.lower() not in hidden]
@@ -269,7 +273,9 @@ class AuthMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            if entry is not None:
+            if write or named or revealed:
+                entry = audit_entry()
+                entry["collections"] = sorted(named | revealed) or None
                 entry["status"] = status_seen[0] if status_seen else 500
                 await self._record(entry)
 
@@ -319,19 +325,26 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 
 
 class ListingScrubber(BodyRewriter):
-    """Leaves out of listings (collections, OpenAPI paths and tags, process input enums, links) the
-    restricted collections the principal may not read (``scope["cim.hidden"]``, set by AuthMiddleware)."""
+    """Leaves out of JSON and HTML documents what names a restricted collection the principal may not read
+    (``scope["cim.hidden"]``, set by AuthMiddleware): collections in listings, OpenAPI paths and tags, process
+    input enums, and the objects of derived documents (a case overlay's related pipe nodes, a job's results)
+    that link to one. Derived documents are read for every principal: what they showed of a restricted
+    collection goes to ``scope["cim.revealed"]``, and so to the audit log."""
 
     def __init__(self, app: ASGIApp, policy: Policy) -> None:
         super().__init__(app)
         self.policy = policy
 
     def applies(self, scope: Scope) -> bool:
-        return bool(scope.get("cim.hidden")) and scope.get("method") in ("GET", "HEAD") and \
-            self.policy.is_listing(normalise(scope.get("path", "/")))
+        path = normalise(scope.get("path", "/"))
+        if "cim.hidden" not in scope:
+            return False
+        if self.policy.is_derived(path):
+            return True
+        return bool(scope["cim.hidden"]) and scope.get("method") in ("GET", "HEAD") and self.policy.is_listing(path)
 
     def buffers(self, content_type: bytes, status: int) -> bool:
-        return status == 200 and (b"json" in content_type or content_type.startswith(b"text/html"))
+        return status in (200, 201) and (b"json" in content_type or content_type.startswith(b"text/html"))
 
     def rewrite(self, scope: Scope, body: bytes) -> bytes:
         hidden = scope["cim.hidden"]
@@ -340,7 +353,12 @@ class ListingScrubber(BodyRewriter):
                 doc = json.loads(body)
             except ValueError:
                 return body
-            return json.dumps(scrub(doc, hidden), ensure_ascii=False).encode()
+            revealed: set[str] = set()
+            out = scrub(doc, hidden, set(self.policy.restricted), revealed)
+            scope["cim.revealed"].update(revealed)
+            return body if not hidden else json.dumps(out, ensure_ascii=False).encode()
+        if not hidden:
+            return body
         html = body.decode("utf-8", "replace")
         # pygeoapi's HTML listings: one table row per collection
         html = re.sub(r"<tr>(?:(?!<tr>).)*?</tr>",
@@ -355,17 +373,25 @@ def _links_to(html: str, hidden: set[str]) -> bool:
 _DROP = object()
 
 
-def scrub(doc: Any, hidden: set[str]) -> Any:
-    """``doc`` without what names a hidden collection: objects whose id or name is one, links to one, keys
-    naming one (OpenAPI paths), strings that are one (enums)."""
+def scrub(doc: Any, hidden: set[str], restricted: set[str] | None = None, revealed: set[str] | None = None) -> Any:
+    """``doc`` without what names a hidden collection: objects whose id, name or collection is one, links
+    to one, keys naming one (OpenAPI paths), strings that are one (enums). The restricted collections that
+    objects kept link to are added to ``revealed``."""
+    restricted = restricted or set()
 
     def walk(value: Any) -> Any:
         if isinstance(value, dict):
-            for k in ("id", "name"):
+            for k in ("id", "name", "collection"):
                 if isinstance(value.get(k), str) and value[k].lower() in hidden:
                     return _DROP
-            if isinstance(value.get("href"), str) and names_in(value["href"].split("?")[0], hidden):
-                return _DROP
+            if isinstance(value.get("href"), str):
+                if names_in(value["href"], hidden):
+                    return _DROP
+                if revealed is not None:
+                    revealed.update(names_in(value["href"], restricted))
+            if revealed is not None and isinstance(value.get("collection"), str) and \
+                    value["collection"].lower() in restricted:
+                revealed.add(value["collection"].lower())
             out = {}
             for k, v in value.items():
                 if names_in(str(k), hidden):
