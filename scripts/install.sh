@@ -77,7 +77,7 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ] || ! "$VENV/bin/python" -c 'impo
 fi
 
 # --- Web assets (always: the /map and /3d pages are part of the service) ------------------------------------
-# cim/web pins MapLibre GL JS and CesiumJS; the service serves them from cim/web/node_modules (nothing from a CDN).
+# cim/web pins MapLibre GL JS, CesiumJS and Chart.js (/dashboard); the service serves them from cim/web/node_modules (nothing from a CDN).
 # Reinstalled (npm ci, from the lock file) only when cim/web/package-lock.json changes.
 WEB="$ROOT/cim/web"
 WEB_STAMP="$WEB/node_modules/.cim-install-stamp"

@@ -26,6 +26,7 @@ from cim.api.features import CollectionCRSMetadata, FeaturesEndpoint
 from cim.api.health import healthz, readyz
 from cim.api.limits import BodyLimit, install_handlers
 from cim.api.geovolumes import CONFORMANCE as GEOVOLUMES_CONFORMANCE, GeoVolumeLinks, GeoVolumesEndpoints
+from cim.api.indicators import IndicatorEndpoints
 from cim.api.middleware import BodyRewriter, OfflineAssets
 from cim.api.tracks import TrackEndpoints
 from cim.api.provider import read_database, write_database
@@ -38,7 +39,7 @@ from cim.tiles.tilesets import MAP_CONFORMANCE
 from cim.tiles3d.endpoints import Tiles3DEndpoints
 from cim.tiles3d.served import cache_root
 from cim.tiles3d.terrain_endpoints import TerrainEndpoints
-from cim.web import MAPLIBRE_DIR, STATIC_DIR
+from cim.web import CHARTJS_DIR, MAPLIBRE_DIR, STATIC_DIR
 from cim.web.viewer3d import viewer_routes
 
 class Conformance(BodyRewriter):
@@ -103,9 +104,12 @@ def create_app() -> Starlette:
         # MapLibre GL JS for /map, from npm (cim/web/package.json, installed by scripts/install.sh)
         Mount(f"{STATIC_URL}/maplibre-gl", app=StaticFiles(directory=MAPLIBRE_DIR, check_dir=False)),
         *viewer_routes(url),  # /3d and CesiumJS (cim/web/package.json too)
+        # Chart.js for /dashboard, from npm (the same package.json)
+        Mount(f"{STATIC_URL}/chart.js", app=StaticFiles(directory=CHARTJS_DIR, check_dir=False)),
         Mount(STATIC_URL, app=StaticFiles(directory=STATIC_DIR), name="cim-static"),
         *CaseEndpoints(write_database, url, settings.ops).routes(),  # before the read routes of the same paths
         *TrackEndpoints(write_database, settings.ops).routes(),
+        *IndicatorEndpoints(read_database, url).routes(),
         Route("/collections/{collection}/items", FeaturesEndpoint(pygeoapi_app, layers, url, limits, single=False)),
         Route("/collections/{collection}/items/{feature}",
               FeaturesEndpoint(pygeoapi_app, layers, url, limits, single=True)),
