@@ -50,11 +50,13 @@ def key(name: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def route_table(server) -> list[dict]:
+def route_table(server, tmp_path_factory) -> list[dict]:
     import os
 
+    # a data dir of its own: building the app writes the effective pygeoapi config, which the server reads
+    data_dir = str(tmp_path_factory.mktemp("routes"))
     proc = subprocess.run([sys.executable, "-c", ROUTES_SCRIPT], capture_output=True, text=True, cwd=ROOT,
-                          env={**os.environ, **server.db.env}, timeout=120)
+                          env={**os.environ, **server.db.env, "CIM_DATA_DIR": data_dir}, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     routes = json.loads(proc.stdout.strip().splitlines()[-1])
     assert any(r["path"] == "/collections/{collection}/items" for r in routes)  # ours
@@ -331,3 +333,28 @@ def test_derived_documents_leave_out_restricted_objects(server, anon, http, pipe
             break
         time.sleep(0.2)
     assert rows and rows[-1]["collections"] in (["pipe-nodes"], ["pipe-nodes", "pipelines"]), rows
+
+
+def test_combined_tiles_and_the_map_style_leave_restricted_layers_out(anon, http, pipe_sample):
+    import gzip
+
+    import mapbox_vector_tile
+
+    z, y, x = pipe_sample["tile"]
+
+    def layers(client) -> set[str]:
+        r = client.get(f"/tiles/WebMercatorQuad/{z}/{y}/{x}")
+        assert r.status_code == 200, r.text[:300]
+        data = r.content
+        if data[:2] == b"\x1f\x8b":
+            data = gzip.decompress(data)
+        return set(mapbox_vector_tile.decode(data))
+
+    assert "pipelines" in layers(http) and "roads" in layers(http)
+    public = layers(anon)
+    assert "roads" in public and not public & set(RESTRICTED)
+    tilejson = anon.get("/tiles/WebMercatorQuad", params={"f": "tilejson"}).json()
+    assert {v["id"] for v in tilejson["vector_layers"]} and not {v["id"] for v in tilejson["vector_layers"]} & set(RESTRICTED)
+    style = anon.get("/map/style.json").json()
+    assert style["layers"] and not [s for s in style["layers"] if s.get("source-layer") in RESTRICTED]
+    assert [s for s in http.get("/map/style.json").json()["layers"] if s.get("source-layer") == "pipelines"]

@@ -50,7 +50,8 @@ WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 MAX_BODY = 64 * 1024 * 1024  # request bodies are read whole to find the collections they name
 REALM = "benxi-cim"
 # listings that would name every collection: restricted ones a principal may not read are left out
-LISTINGS = ("/", "/collections", "/openapi", "/processes", "/processes/*", "/tiles", "/tiles/*", "/indicators")
+LISTINGS = ("/", "/collections", "/openapi", "/processes", "/processes/*", "/tiles", "/tiles/*", "/indicators",
+            "/map/style.json")
 _WORD = re.compile(r"[\w\-]+")
 _ID_END = "-_.@"
 
@@ -381,8 +382,9 @@ def scrub(doc: Any, hidden: set[str], restricted: set[str] | None = None, reveal
 
     def walk(value: Any) -> Any:
         if isinstance(value, dict):
-            for k in ("id", "name", "collection"):
-                if isinstance(value.get(k), str) and value[k].lower() in hidden:
+            for k in ("id", "name", "collection", "source-layer"):
+                # an id that is, or begins as, a hidden collection's (a style layer "pipelines-casing")
+                if isinstance(value.get(k), str) and _WORD.fullmatch(value[k]) and names_in(value[k], hidden):
                     return _DROP
             if isinstance(value.get("href"), str):
                 if names_in(value["href"], hidden):
