@@ -137,7 +137,7 @@ def test_bad_requests(http, params, status):
 
 def test_restricted_indicators_need_a_pipeline_role(anon, http):
     listed = {i["id"] for i in anon.get("/indicators").json()["indicators"]}
-    assert listed == {"buildings", "roads", "cases"}
+    assert listed == {"buildings", "roads", "cases", "vehicle-tracks"}
     assert {i["id"] for i in http.get("/indicators").json()["indicators"]} >= listed | {"pipelines", "pipe-nodes"}
     for name in ("pipelines", "pipe-nodes"):
         assert anon.get(f"/indicators/{name}", params={"f": "csv"}).status_code == 401
@@ -161,9 +161,55 @@ def _check_dashboard(report: dict, http, want: set[str]) -> None:
 def test_dashboard_draws_every_indicator_a_client_may_read(server, http, tmp_path):
     wait = "window.cimDashboard && window.cimDashboard.ready && window.cimDashboard"
     page = open_page(f"{server.url}/dashboard", tmp_path / "a", AUTH_HEADERS, wait)
-    _check_dashboard(page, http, {"buildings", "pipelines", "pipe-nodes", "roads", "cases"})
+    _check_dashboard(page, http, {"buildings", "pipelines", "pipe-nodes", "roads", "cases", "vehicle-tracks"})
     assert any("/cim-static/chart.js/chart.umd.min.js" in u for u in page["requests"])
     assert all(u.startswith(server.url) or u.startswith("data:") or u.startswith("blob:") for u in page["requests"])
     anonymous = open_page(f"{server.url}/dashboard", tmp_path / "b", None, wait)
-    _check_dashboard(anonymous, http, {"buildings", "roads", "cases"})
+    _check_dashboard(anonymous, http, {"buildings", "roads", "cases", "vehicle-tracks"})
     assert "pipelines" not in anonymous["dom"]
+
+
+def test_road_coverage_by_vehicle_tracks(server, http):
+    """A vehicle driven along one road today and along another ten days ago: the first road is covered,
+    the second not (a week's tracks count); checked against shapely on the GeoJSON of both layers."""
+    import uuid
+    from datetime import timedelta
+
+    import shapely
+    from shapely.geometry import shape
+
+    roads = http.get("/collections/roads/items", params={"f": "json", "limit": 10000}).json()["features"]
+    fresh_road, old_road = roads[len(roads) // 3], roads[2 * len(roads) // 3]
+    now = datetime.now(UTC)
+
+    def drive(road, when):
+        p = shape(road["geometry"]).representative_point()
+        vehicle = f"辽E{uuid.uuid4().hex[:5].upper()}"
+        fixes = [{"type": "Feature", "geometry": {"type": "Point", "coordinates": [p.x + 1e-6 * i, p.y]},
+                  "properties": {"vehicle_id": vehicle, "time": (when + timedelta(seconds=30 * i)).isoformat(),
+                                 "speed": 5.0}} for i in range(3)]
+        r = http.post("/vehicle-tracks/fixes", json={"type": "FeatureCollection", "features": fixes})
+        assert r.status_code == 201, r.text
+
+    drive(fresh_road, now - timedelta(hours=2))
+    drive(old_road, now - timedelta(days=10))
+    doc = http.get("/indicators/vehicle-tracks", params={"by": "city"}).json()
+    assert doc["data_versions"]["vehicle-tracks"] >= 1
+    tracks = http.get("/collections/vehicle-tracks/items", params={"f": "json", "limit": 10000}).json()["features"]
+    since = now - timedelta(days=7)
+    recent = [shape(t["geometry"]) for t in tracks
+              if datetime.fromisoformat(t["properties"]["valid_to"].replace("Z", "+00:00")) >= since]
+    assert recent
+    lines = shapely.union_all(recent)
+    covered = [r for r in roads if shape(r["geometry"]).intersects(lines)]
+    ids = {r["id"] for r in covered}
+    assert fresh_road["id"] in ids and old_road["id"] not in ids
+    km: dict = defaultdict(float)
+    total: dict = defaultdict(float)
+    for r in roads:
+        grade = r["properties"]["道路等级"]
+        total[grade] += r["properties"]["length_m"] / 1000
+        if r["id"] in ids:
+            km[grade] += r["properties"]["length_m"] / 1000
+    close(values(doc, "covered_km"), {("本溪市", g): km.get(g, 0.0) for g in total}, 1e-3)
+    close(values(doc, "coverage_pct"), {("本溪市", g): 100 * km.get(g, 0.0) / total[g] for g in total}, 0.1)

@@ -18,10 +18,10 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, extract, func, literal, or_, select
+from sqlalchemy import Connection, and_, exists, extract, func, literal, or_, select
 from sqlalchemy.sql import ColumnElement, Select
 
 from cim.db.models import CIMTables
@@ -32,6 +32,7 @@ DEFAULT_CELL = 1000.0  # m, grid cells in the storage CRS
 CELL_RANGE = (100.0, 20_000.0)
 NODE_TYPE_MANHOLE = "manhole"  # pipe-node attribute node_type (检查井)
 CASE_ENDED = ("closed", "cancelled")
+TRACK_DAYS = 7  # road coverage counts the vehicle tracks of the last week
 CASE_AGE_BUCKETS = ((1, "<1天"), (3, "1-3天"), (7, "3-7天"), (30, "7-30天"), (None, ">30天"))
 
 
@@ -155,6 +156,27 @@ def _cases(conn: Connection, t: CIMTables, area, now: datetime) -> list[dict]:
     return by_type + by_age
 
 
+def _road_coverage(conn: Connection, t: CIMTables, area, now: datetime) -> list[dict]:
+    """Roads driven by the city's vehicles (a track of the last TRACK_DAYS days crossing the road's
+    surface): km covered and the share of the km, by grade."""
+    co = t.city_object
+    tr = co.alias("tr")
+    since = now - timedelta(days=TRACK_DAYS)
+    driven = exists(select(literal(1)).select_from(tr).where(
+        tr.c.layer == "vehicle-tracks", tr.c.valid_to >= since, tr.c.valid_from <= now,
+        func.ST_Intersects(tr.c.geom, co.c.geom)))
+    roads = and_(co.c.layer == "roads", _current(co, now))
+    a = area(co)
+    grade = co.c.attributes["道路等级"].as_string()
+    length = func.sum(co.c.attributes["length_m"].as_float())
+    total = _grouped(conn, a, grade, length, roads, co)
+    covered = {(ar, str(g)): float(v or 0) for ar, g, v in _grouped(conn, a, grade, length, and_(roads, driven), co)}
+    km = _rows(((ar, g, covered.get((ar, str(g)), 0.0)) for ar, g, _ in total), "covered_km", scale=1e-3)
+    pct = _rows(((ar, g, 100 * covered.get((ar, str(g)), 0.0) / float(v)) for ar, g, v in total if v),
+                "coverage_pct", digits=1)
+    return pct + km
+
+
 INDICATORS: dict[str, Indicator] = {i.id: i for i in (
     Indicator("buildings", "建筑: 数量、建筑面积 (按用途)、建成年代", ("buildings",), _buildings,
               {"count": "buildings by use", "floor_area_m2": "footprint area × floors, m², by use",
@@ -169,6 +191,9 @@ INDICATORS: dict[str, Indicator] = {i.id: i for i in (
               {"count": "road segments by grade", "length_km": "km by grade", "area_m2": "m² by grade"}),
     Indicator("cases", "城运案件: 未结案件 (按类型、案龄)", ("cases",), _cases,
               {"open_by_type": "open cases by type code", "open_by_age": "open cases by days since reported"}),
+    Indicator("vehicle-tracks", f"道路覆盖率: 近 {TRACK_DAYS} 天车辆轨迹经过的道路 (按等级)", ("roads", "vehicle-tracks"),
+              _road_coverage, {"coverage_pct": f"% of road km crossed by a vehicle track of the last {TRACK_DAYS} days",
+                               "covered_km": "road km crossed by a track"}),
 )}
 
 

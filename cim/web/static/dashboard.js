@@ -14,7 +14,7 @@
     length_km_by_kind: "长度 (km) · 按种类", length_km_by_material: "长度 (km) · 按材质",
     length_km_by_decade: "长度 (km) · 按埋设年代", manholes_per_km: "检查井 / km", manholes: "检查井 (座)",
     pipeline_km: "管线 (km)", length_km: "长度 (km)", area_m2: "面积 (m²)", open_by_type: "未结案件 · 按类型",
-    open_by_age: "未结案件 · 按案龄",
+    open_by_age: "未结案件 · 按案龄", coverage_pct: "道路覆盖率 (%)", covered_km: "覆盖里程 (km)",
   };
   const charts = [];
 
