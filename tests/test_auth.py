@@ -89,7 +89,8 @@ def leaks(r: httpx.Response, sample: dict) -> list[str]:
 
 VALUES = {"tms": "WebMercatorQuad", "tileMatrixSetId": "WebMercatorQuad", "job_id": "0" * 32,
           "location_id": "x", "instance_id": "x", "style_id": "default", "process_id": "cim-download",
-          "resource_id": "x", "path": "index.html"}
+          "resource_id": "x", "path": "index.html", "z": "0", "x": "0", "y": "0",
+          "level": "3", "k": "0", "ix": "0"}
 COLLECTION_PARAMS = {"collection", "collection_id", "collectionId", "layer", "name"}
 
 

@@ -41,6 +41,7 @@ import jwt
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cim.api.limits import BodyTooLarge
 from cim.api.middleware import BodyRewriter
 from cim.settings import AuthSettings
 
@@ -51,7 +52,7 @@ MAX_BODY = 64 * 1024 * 1024  # request bodies are read whole to find the collect
 REALM = "benxi-cim"
 # listings that would name every collection: restricted ones a principal may not read are left out
 LISTINGS = ("/", "/collections", "/openapi", "/processes", "/processes/*", "/tiles", "/tiles/*", "/indicators",
-            "/map/style.json")
+            "/map/style.json", "/3dgeovolumes", "/3dgeovolumes/collections")
 _WORD = re.compile(r"[\w\-]+")
 _ID_END = "-_.@"
 
@@ -219,9 +220,13 @@ class AuthMiddleware:
         query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         named = names_in(path, restricted) | names_in(" ".join(v for _, v in query), restricted)
         if method in WRITE_METHODS or headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers:
-            body = await _read_body(receive)
+            try:
+                body = await _read_body(receive)
+            except BodyTooLarge:  # counted by cim.api.limits.BodyLimit, outside
+                body = None
             if body is None:
-                await self._send_error(send, HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "request body too large")
+                await self._send_error(send, HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "request body too large",
+                                       code="PayloadTooLarge")
                 return
             named |= names_in(body.decode("utf-8", "replace"), restricted)
             receive = _replay(body, receive)
@@ -253,7 +258,7 @@ class AuthMiddleware:
             await self._record({**audit_entry(), "action": "denied", "status": int(status)})
             return
 
-        scope = dict(scope)
+        # the scope itself, not a copy: outer middlewares (request log, metrics) read what the router sets in it
         scope["cim.principal"] = principal
         hidden = policy.hidden(principal)
         scope["cim.hidden"] = hidden
@@ -280,8 +285,11 @@ class AuthMiddleware:
                 entry["status"] = status_seen[0] if status_seen else 500
                 await self._record(entry)
 
-    async def _send_error(self, send: Send, status: int, text: str, invalid: bool = False) -> None:
+    async def _send_error(self, send: Send, status: int, text: str, invalid: bool = False,
+                          code: str | None = None) -> None:
         doc, headers = _exception(status, text, invalid)
+        if code:
+            doc["code"] = doc["type"] = code
         body = json.dumps(doc, ensure_ascii=False).encode()
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": int(status), "headers": headers})
