@@ -29,7 +29,7 @@ from sqlalchemy import select
 from cim.db.schema import tables_for
 from cim.db.versions import bump
 from tests import test_3dtiles
-from tests.conftest import run_cim, start_server, stop_server
+from tests.conftest import AUTH_HEADERS, run_cim, start_server, stop_server
 from tests.test_3dtiles import VALIDATOR, decode, schema_validator, tiles
 
 # the offline 3D Tiles schemas, shared with tests/test_3dtiles.py (its schema_registry fixture)
@@ -70,7 +70,7 @@ def served(http_module, tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def http_module(server):
-    with httpx.Client(base_url=server.url, timeout=120) as client:
+    with httpx.Client(base_url=server.url, timeout=120, headers=AUTH_HEADERS) as client:  # pipes need a role
         yield client
 
 
@@ -277,7 +277,7 @@ def prebuilt(demo_db, tmp_path_factory):
 def test_prebuilt_tilesets_are_served_as_static_files(prebuilt):
     folder, srv = prebuilt
     tileset = folder / "buildings" / "cim3"
-    with httpx.Client(base_url=srv.url, timeout=30) as client:
+    with httpx.Client(base_url=srv.url, timeout=30, headers=AUTH_HEADERS) as client:
         r = client.get("/3dtiles/buildings/cim3/tileset.json")
         assert r.status_code == 200 and r.content == (tileset / "tileset.json").read_bytes()
         for uri in content_uris(tileset)[:5]:

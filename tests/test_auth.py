@@ -53,8 +53,13 @@ def key(name: str) -> dict[str, str]:
 def route_table(server, tmp_path_factory) -> list[dict]:
     import os
 
-    # a data dir of its own: building the app writes the effective pygeoapi config, which the server reads
-    data_dir = str(tmp_path_factory.mktemp("routes"))
+    # a data dir of its own (building the app writes the effective pygeoapi config, which the server reads),
+    # with the server's files (the DEM...) linked in
+    data_dir = tmp_path_factory.mktemp("routes")
+    for entry in server.db.data_dir.iterdir():
+        if not entry.name.startswith("pygeoapi-"):
+            (data_dir / entry.name).symlink_to(entry)
+    data_dir = str(data_dir)
     proc = subprocess.run([sys.executable, "-c", ROUTES_SCRIPT], capture_output=True, text=True, cwd=ROOT,
                           env={**os.environ, **server.db.env, "CIM_DATA_DIR": data_dir}, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -90,7 +95,7 @@ def leaks(r: httpx.Response, sample: dict) -> list[str]:
 VALUES = {"tms": "WebMercatorQuad", "tileMatrixSetId": "WebMercatorQuad", "job_id": "0" * 32,
           "location_id": "x", "instance_id": "x", "style_id": "default", "process_id": "cim-download",
           "resource_id": "x", "path": "index.html", "z": "0", "x": "0", "y": "0",
-          "level": "3", "k": "0", "ix": "0"}
+          "level": "3", "k": "0", "ix": "0", "style": "default"}
 COLLECTION_PARAMS = {"collection", "collection_id", "collectionId", "layer", "name"}
 
 

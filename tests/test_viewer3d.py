@@ -6,6 +6,7 @@ not blank, and a click on a known building (the camera straight above it) naming
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 
@@ -14,7 +15,7 @@ import pytest
 import rasterio
 from shapely.geometry import shape
 
-from tests.conftest import ROOT
+from tests.conftest import AUTH_HEADERS, ROOT
 
 DRIVER = ROOT / "tests" / "js" / "viewer3d.mjs"
 
@@ -41,7 +42,8 @@ def test_viewer_loads_offline_and_picks_a_building(server, http, tmp_path):
     uid, lon, lat = known_building(http)
     shot = tmp_path / "viewer.png"
     proc = subprocess.run([node, str(DRIVER), f"{server.url}/3d", str(shot), str(lon), str(lat), "700"],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "CIM_TEST_HEADERS": json.dumps(AUTH_HEADERS)})  # pipes need a role
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["errors"] == [], report["errors"][:5]

@@ -17,6 +17,7 @@ if (!url || !screenshot) {
 const profile = mkdtempSync(join(tmpdir(), "cim-chromium-"));
 // a fresh profile (playwright passes it as --user-data-dir)
 const browser = await chromium.launchPersistentContext(profile, {
+  extraHTTPHeaders: JSON.parse(process.env.CIM_TEST_HEADERS || "{}"),  // credentials (cim.auth)
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   viewport: { width: 1024, height: 768 },
   args: ["--headless", "--no-sandbox", "--disable-quic", "--no-first-run", "--disable-background-networking",

@@ -116,11 +116,14 @@
 
   const ready = (async () => {
     const terrain = useTerrain();
+    // the pipe network only for clients who may read it (cim.auth): /collections lists what this client may
+    const readable = await fetch(`${cfg.baseUrl}/collections?f=json`)
+      .then((r) => r.json()).then((d) => new Set(d.collections.map((c) => c.id))).catch(() => new Set());
     const results = await Promise.allSettled([
       add("buildings", "buildings", 3),
       setInteriorLevel(document.getElementById("interior-level").value),
-      add("pipelines", "pipelines", 3),
-      add("nodes", "pipe-nodes", 3),
+      ...(readable.has("pipelines") ? [add("pipelines", "pipelines", 3)] : []),
+      ...(readable.has("pipe-nodes") ? [add("nodes", "pipe-nodes", 3)] : []),
     ]);
     const withTerrain = await terrain;
     const failed = results.filter((r) => r.status === "rejected");
