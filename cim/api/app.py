@@ -27,6 +27,7 @@ from cim.api.health import healthz, readyz
 from cim.api.limits import BodyLimit, install_handlers
 from cim.api.geovolumes import CONFORMANCE as GEOVOLUMES_CONFORMANCE, GeoVolumeLinks, GeoVolumesEndpoints
 from cim.api.indicators import IndicatorEndpoints
+from cim.api.coverage import CoverageBBox
 from cim.api.middleware import BodyRewriter, OfflineAssets
 from cim.api.tracks import TrackEndpoints
 from cim.api.provider import read_database, write_database
@@ -123,6 +124,7 @@ def create_app() -> Starlette:
     ])
     # the last added runs outermost: gzip must see the bodies the rewriting middlewares produce
     app.add_middleware(OfflineAssets)
+    app.add_middleware(CoverageBBox)  # pygeoapi answers a bad coverage bbox with a 500
     app.add_middleware(Conformance, classes=TILES_CONFORMANCE + MAP_CONFORMANCE + CASES_CONFORMANCE
                                                + GEOVOLUMES_CONFORMANCE)
     app.add_middleware(GeoVolumeLinks, collections=collection_layers, base_url=url)

@@ -114,7 +114,7 @@ def raster_resources(settings: Settings, engine: Engine, taken: set[str]) -> dic
                        "title": "Map tiles", "href": f"{settings.url}/collections/{layer.name}/map/tiles"}],
             "extents": {"spatial": {"bbox": [round(float(v), 7) for v in bbox],
                                     "crs": "http://www.opengis.net/def/crs/OGC/1.3/CRS84"}},
-            "providers": [{"type": "coverage", "name": "rasterio", "data": str(layer.path),
+            "providers": [{"type": "coverage", "name": "cim.api.coverage.CIMRasterioProvider", "data": str(layer.path),
                            "format": {"name": "GTiff", "mimetype": "image/tiff"}}],
         }
     return out
