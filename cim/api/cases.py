@@ -54,7 +54,8 @@ def openapi_paths() -> dict[str, Any]:
             "operationId": "getCaseRelated", "parameters": [fid, {"name": "radius_m", "in": "query", "required": False,
                                                                   "schema": {"type": "number"}}],
             "responses": {"200": {"description": "Related objects with distances (m) and a viewpoint",
-                                  "content": {"application/json": {"schema": {"type": "object"}}}}, "404": error}}},
+                                  "content": {"application/json": {"schema": {"type": "object"}}}},
+                          "400": error, "404": error}}},
         ITEMS + "/{featureId}": {"patch": {
             "tags": ["cases"], "summary": "Update a case with a JSON merge patch (RFC 7396)", "operationId": "patchCase",
             "parameters": [fid, if_match],

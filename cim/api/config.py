@@ -184,6 +184,9 @@ def prepare(settings: Settings, engine: Engine) -> tuple[Path, Path]:
 
     for path, ops in ops_paths().items():  # case PATCH, history, related; GPS fixes
         oas["paths"].setdefault(path, {}).update(ops)
+    from cim.api.openapi import correct
+
+    correct(oas)  # media types and responses pygeoapi documents wrongly (found by tests/test_fuzz.py)
     oas_path.write_text(yaml.safe_dump(oas, allow_unicode=True, sort_keys=False), encoding="utf-8")
     os.environ["PYGEOAPI_CONFIG"] = str(cfg_path)
     os.environ["PYGEOAPI_OPENAPI"] = str(oas_path)
