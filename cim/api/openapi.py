@@ -15,7 +15,8 @@ FEATURES = "https://schemas.opengis.net/ogcapi/features/part1/1.0/openapi/ogcapi
 # ../shared/specs/ogc): a $ref'd response cannot take extra media types, so those are written out inline
 _FEATURES_RESPONSES = {"LandingPage": "application/json", "ConformanceDeclaration": "application/json",
                        "Collections": "application/json", "Collection": "application/json",
-                       "Features": "application/geo+json", "Feature": "application/geo+json"}
+                       "Features": "application/geo+json", "Feature": "application/geo+json",
+                       "InvalidParameter": "application/json"}
 _OWN_RESPONSE = {"/conformance": "ConformanceDeclaration", "/collections": "Collections"}
 # what `?f=` serves, as the Content-Type the server sends
 _MEDIA_TYPES = {"html": "text/html", "jsonld": "application/ld+json", "tilejson": "application/vnd.mapbox.tile+json",
@@ -70,3 +71,8 @@ def correct(oas: dict[str, Any]) -> None:
                 for media in extra:
                     content.setdefault(media, {"schema": {"type": "string"} if media.startswith("text/") else {}})
         op["responses"]["200"] = ok
+        if "application/ld+json" in extra and "400" in op["responses"]:  # errors come in the asked format too
+            bad = _inline(op["responses"]["400"])
+            if bad.get("content") is not None:
+                bad["content"].setdefault("application/ld+json", {"schema": {}})
+            op["responses"]["400"] = bad
