@@ -157,3 +157,10 @@ def test_documented_responses_match_what_is_served(http):
     queryables = doc["components"]["responses"]["Queryables"]["content"]
     assert http.get("/collections/buildings/queryables").headers["content-type"].split(";")[0] in queryables
     assert "400" in paths["/collections/cases/items/{featureId}/related"]["get"]["responses"]
+
+
+def test_date_time_property_filter(http):
+    """valid_to=<date-time> compared text with timestamptz on PostGIS: a 500 (found by fuzzing)."""
+    assert http.get("/collections/bridges/items?valid_to=0129-04-14T17:48:00.743Z").status_code == 200
+    r = http.get("/collections/bridges/items?valid_to=not-a-date")
+    assert r.status_code == 400 and "valid_to" in r.json()["description"]

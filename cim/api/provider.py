@@ -216,7 +216,11 @@ def typed_equals(fields: dict[str, dict[str, str]], pairs: list[tuple[str, str]]
             continue
         kind = fields[name]["type"]
         try:
-            out[name] = int(value) if kind == "integer" else float(value) if kind == "number" else value
+            if fields[name].get("format") == "date-time":  # PostGIS: a text value against timestamptz was a 500
+                kind = "date-time"
+                out[name] = to_utc(datetime.fromisoformat(value))
+            else:
+                out[name] = int(value) if kind == "integer" else float(value) if kind == "number" else value
         except ValueError:
             raise ProviderInvalidQueryError(user_msg=f"{name} must be a {kind}") from None
     return out
