@@ -24,12 +24,15 @@ def test_conformance_declares_core_geojson_oas30(http):
 
 def test_collections_have_crs84_extents_and_items_links(http):
     body = http.get("/collections", params={"f": "json"}).json()
+    checked = set()
     for c in body["collections"]:
-        if c.get("itemType", "feature") != "feature":
+        if c.get("itemType") != "feature":  # the rasters (DEM, orthophoto) are coverages with map tiles, no items
             continue
         spatial = c["extent"]["spatial"]
         assert spatial.get("crs", "http://www.opengis.net/def/crs/OGC/1.3/CRS84").endswith("CRS84")
         assert any(link["rel"] == "items" for link in c["links"])
+        checked.add(c["id"])
+    assert {"buildings", "roads", "pipelines", "cases"} <= checked
 
 
 @pytest.mark.parametrize("limit", [1, 500, 10000])
