@@ -364,3 +364,35 @@ def test_combined_tiles_and_the_map_style_leave_restricted_layers_out(anon, http
     style = anon.get("/map/style.json").json()
     assert style["layers"] and not [s for s in style["layers"] if s.get("source-layer") in RESTRICTED]
     assert [s for s in http.get("/map/style.json").json()["layers"] if s.get("source-layer") == "pipelines"]
+
+
+def test_an_async_job_over_a_restricted_layer_is_restricted_like_it(server, anon, http):
+    """A pipeline download run as a job: its status and results need the pipelines' roles too (not a
+    capability URL anyone holding the job id may fetch); the job of a public download stays public."""
+    url = "/processes/cim-download/execution"
+    bbox = [123.765, 41.295, 123.775, 41.302]
+
+    def run(client, layers):
+        r = client.post(url, json={"inputs": {"layers": layers, "bbox": bbox}, "response": "raw"},
+                        headers={"Prefer": "respond-async"})
+        assert r.status_code == 201, r.text[:300]
+        job = r.headers["location"]
+        deadline = time.monotonic() + 120
+        while (status := http.get(job, params={"f": "json"}).json())["status"] != "successful":
+            assert status["status"] in ("accepted", "running") and time.monotonic() < deadline, status
+            time.sleep(0.2)
+        return job, next(link["href"] for link in status["links"] if link["rel"].endswith("results"))
+
+    job, results = run(http, ["pipelines"])
+    got = http.get(results)
+    assert got.status_code == 200 and got.content[:16] == b"SQLite format 3\x00"
+    with httpx.Client(timeout=30, headers=key("planner")) as planner:
+        for target in (job, results):
+            assert anon.get(target).status_code == 401
+            denied = planner.get(target)
+            assert denied.status_code == 403 and b"SQLite" not in denied.content
+    with httpx.Client(timeout=30, headers=key("pipe-office")) as owner:
+        assert owner.get(results).status_code == 200
+    public_job, public_results = run(anon, ["buildings"])
+    assert anon.get(public_job, params={"f": "json"}).status_code == 200
+    assert anon.get(public_results).status_code == 200

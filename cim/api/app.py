@@ -134,7 +134,8 @@ def create_app() -> Starlette:
     app.add_middleware(ListingScrubber, policy=policy)
     app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=5)  # level 9 cost 23 ms on 800 KB
     # who may read and write what (cim.auth); inside the body limit and the request log, which see its refusals
-    app.add_middleware(AuthMiddleware, policy=policy, audit=_audit if settings.auth.audit_database else None)
+    app.add_middleware(AuthMiddleware, policy=policy, audit=_audit if settings.auth.audit_database else None,
+                       jobs_dir=settings.data_dir / "jobs")
     app.add_middleware(BodyLimit, max_bytes=settings.limits.max_body_bytes)
     app.add_middleware(logs.RequestLog)  # outermost: sees every answer, and times it
     install_handlers(app, settings.limits)  # 503 + Retry-After when the database cannot answer, 413

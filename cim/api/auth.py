@@ -29,11 +29,13 @@ import fnmatch
 import hashlib
 import json
 import logging
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -54,6 +56,7 @@ REALM = "benxi-cim"
 LISTINGS = ("/", "/collections", "/openapi", "/processes", "/processes/*", "/tiles", "/tiles/*", "/indicators",
             "/map/style.json", "/3dgeovolumes", "/3dgeovolumes/collections")
 _WORD = re.compile(r"[\w\-]+")
+_JOB = re.compile(r"/jobs/([\w\-]+)")  # a job's status, results and result files (in a path or a Location)
 _ID_END = "-_.@"
 
 
@@ -190,9 +193,13 @@ def _exception(status: int, description: str, invalid: bool = False) -> tuple[di
 class AuthMiddleware:
     """Authenticates, authorises, audits; see the module docstring."""
 
-    def __init__(self, app: ASGIApp, policy: Policy, audit: Any = None) -> None:
+    def __init__(self, app: ASGIApp, policy: Policy, audit: Any = None, jobs_dir: Path | None = None) -> None:
         self.app, self.policy = app, policy
         self.audit = audit  # callable(list[entry]) writing audit rows, or None
+        # the restricted collections each asynchronous job's execution named, one file per job beside
+        # pygeoapi's job store (so every worker sees them): /jobs/{id}/... of a pipeline download is then
+        # refused like the pipelines themselves, not a capability URL anyone holding the id may fetch
+        self.job_access = jobs_dir / "access" if jobs_dir is not None else None
         if not log.handlers:  # one JSON line per entry on stderr, whatever the server's log level
             handler = logging.StreamHandler()
             handler.setFormatter(logging.Formatter("%(message)s"))
@@ -219,6 +226,8 @@ class AuthMiddleware:
         restricted = policy.restricted
         query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         named = names_in(path, restricted) | names_in(" ".join(v for _, v in query), restricted)
+        if (job := _JOB.match(path)) and self.job_access is not None:
+            named |= await run_in_threadpool(self._job_collections, job.group(1))
         if method in WRITE_METHODS or headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers:
             try:
                 body = await _read_body(receive)
@@ -274,6 +283,10 @@ class AuthMiddleware:
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_seen.append(message["status"])
+                if named and process_id and self.job_access is not None:
+                    location = dict(message.get("headers", [])).get(b"location", b"").decode("latin-1")
+                    if job := _JOB.search(location):
+                        await run_in_threadpool(self._record_job, job.group(1), named)
             await send(message)
 
         try:
@@ -284,6 +297,20 @@ class AuthMiddleware:
                 entry["collections"] = sorted(named | revealed) or None
                 entry["status"] = status_seen[0] if status_seen else 500
                 await self._record(entry)
+
+    def _record_job(self, job_id: str, collections: set[str]) -> None:
+        assert self.job_access is not None
+        self.job_access.mkdir(parents=True, exist_ok=True)
+        tmp = self.job_access / f".{job_id}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(sorted(collections)), encoding="utf-8")
+        tmp.replace(self.job_access / f"{job_id}.json")
+
+    def _job_collections(self, job_id: str) -> set[str]:
+        assert self.job_access is not None
+        try:
+            return set(json.loads((self.job_access / f"{job_id}.json").read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            return set()
 
     async def _send_error(self, send: Send, status: int, text: str, invalid: bool = False,
                           code: str | None = None) -> None:
