@@ -199,13 +199,19 @@ def bbox_polygon(bbox: tuple[float, float, float, float], src: CRSInfo, dst: CRS
     import shapely
 
     minx, miny, maxx, maxy = bbox
-    box = shapely.box(minx, miny, maxx, maxy)
+    if minx == maxx and miny == maxy:  # a box of no extent is the point it is (GEOS cannot densify it)
+        box = shapely.Point(minx, miny)
+    elif minx == maxx or miny == maxy:  # ... or the line
+        box = shapely.LineString([(minx, miny), (maxx, maxy)])
+    else:
+        box = shapely.box(minx, miny, maxx, maxy)
     if src.uri == dst.uri:
         return box
-    box = shapely.segmentize(box, max(maxx - minx, maxy - miny) / segments or 1e-9)
-    ring = shapely.get_coordinates(box)
-    x, y, _ = transform(src, dst, ring[:, 0], ring[:, 1])
-    return shapely.Polygon(np.column_stack([x, y]))
+    if not isinstance(box, shapely.Point):
+        box = shapely.segmentize(box, max(maxx - minx, maxy - miny) / segments)
+    xy = shapely.get_coordinates(box)
+    x, y, _ = transform(src, dst, xy[:, 0], xy[:, 1])
+    return shapely.set_coordinates(box, np.column_stack([x, y]))
 
 
 def clip_lonlat_bbox(bbox: tuple[float, float, float, float],
