@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import cql2
 import numpy as np
 import shapely
 from pygeofilter import ast, values
 from pygeofilter.backends.evaluator import handle
 from pygeofilter.backends.sqlalchemy.evaluate import SQLAlchemyFilterEvaluator
 from pygeofilter.parsers.cql2_json import parse as parse_cql2_json
-from pygeofilter.parsers.cql2_text import parse as parse_cql2_text
 from sqlalchemy import ColumnElement, func
 
 from cim.crs.registry import CRSInfo
@@ -34,14 +34,60 @@ class FilterError(ValueError):
 
 
 def parse(text: str, lang: str) -> ast.Node:
-    """Parse a CQL2 text or JSON filter."""
+    """Parse a CQL2 text or JSON filter.
+
+    CQL2 text goes through cql2 (cql2-rs) to CQL2 JSON, and only that to pygeofilter: pygeofilter 0.4's
+    text grammar gives AND and OR the same precedence (``a OR b AND c`` read as ``(a OR b) AND c``) and
+    rejects ``NOT (a AND b)``, both found by tests/test_properties_api.py.
+    """
     try:
-        if lang == "cql2-json":
-            return parse_cql2_json(json.loads(text))
-        return parse_cql2_text(text)
-    except Exception as exc:  # lark and json raise many kinds
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise FilterError(f"filter: not valid {lang} ({first})") from None
+        doc = json.loads(text) if lang == "cql2-json" else cql2.parse_text(text).to_json()
+        node = parse_cql2_json(_between_as_pygeofilter_reads_it(doc))
+    except Exception as exc:  # cql2, lark and json raise many kinds
+        raise FilterError(f"filter: not valid {lang} ({_reason(exc)})") from None
+    _check_conditions(node)
+    return node
+
+
+def _between_as_pygeofilter_reads_it(doc: Any) -> Any:
+    """CQL2 JSON's ``{"op": "between", "args": [x, low, high]}`` as pygeofilter 0.4 reads it (``[x, [low,
+    high]]``, an older draft's form; the standard one failed with "'float' object is not subscriptable")."""
+    if isinstance(doc, list):
+        return [_between_as_pygeofilter_reads_it(v) for v in doc]
+    if not isinstance(doc, dict):
+        return doc
+    out = {k: _between_as_pygeofilter_reads_it(v) for k, v in doc.items()}
+    args = out.get("args")
+    if out.get("op") == "between" and isinstance(args, list) and len(args) == 3:
+        out["args"] = [args[0], [args[1], args[2]]]
+    return out
+
+
+def _check_conditions(node: Any) -> None:
+    """The filter, and each operand of AND, OR and NOT, must be a condition: a bare value (``0``, ``'x'``,
+    a property, a boolean literal) is refused here rather than sent to the database (PostgreSQL: "argument
+    of WHERE must be type boolean", a 500 found by tests/test_properties_api.py)."""
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, (ast.And, ast.Or)):
+            stack += [n.lhs, n.rhs]
+        elif isinstance(n, ast.Not):
+            stack.append(n.sub_node)
+        elif not isinstance(n, (ast.Predicate, ast.Condition)):
+            raise FilterError(f"filter: {str(n)[:60]!r} is not a condition (a comparison, a spatial predicate, "
+                              "or AND/OR/NOT of them)")
+
+
+def _reason(exc: Exception) -> str:
+    """One line from a parser's message (cql2's are a multi-line picture: keep the position and what it
+    expected)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    where = next((line[3:].strip() for line in lines if line.startswith("-->")), None)
+    expected = next((line[1:].strip() for line in lines if line.startswith("=")), None)
+    return f"at {where}: {expected}" if where and expected else lines[0]
 
 
 def _attributes(node: Any) -> set[str]:
