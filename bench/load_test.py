@@ -1,4 +1,4 @@
-"""Load test: a fixed mix of items and tile requests against `cim serve` on PostGIS, with wrk.
+"""Load test: a fixed mix of items, vector tiles, 3D tiles, terrain and a process against `cim serve` on PostGIS, with wrk.
 
 Not a test (timings belong here). Runs the same wrk window twice in a row against one server and reports
 per run: requests/s, errors (socket errors and non-2xx/3xx), p50/p90/p99 latency, and the server's
@@ -9,14 +9,19 @@ throughput quoted in docs/deployment.md.
     .venv/bin/python bench/load_test.py                      # throwaway PostGIS, 5,000-building demo
     .venv/bin/python bench/load_test.py --database-url "$CIM_DATABASE_URL" --duration 60 --connections 64
 
-The URL mix (seeded, fixed): 40 % vector tiles of the city centre at zooms 14-17 (buildings, roads,
-pipelines), 30 % first items pages (limit 10-100, some with a ~500 m bbox), 20 % single items, 10 %
-keyset next pages.
+The URL mix (seeded, fixed): 30 % vector tiles of the city centre at zooms 14-17 (buildings, roads,
+pipelines), 22 % first items pages (limit 10-100, some with a ~500 m bbox), 15 % single items, 8 % keyset
+next pages, 15 % 3D tiles on demand (tileset.json and its GLB contents, buildings CIM3 and roads CIM2),
+5 % Cesium terrain tiles (quantized mesh), 5 % ``POST /processes/coordinate-transform/execution`` (1-50
+points, CRS84 to EPSG:4550 / GCJ-02). Pipelines are restricted (cim.auth): their requests carry the
+bench's own API key (``X-API-Key``, roles operations + utilities, given to the server in
+``CIM_AUTH__KEYS``); every other request is anonymous.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -24,6 +29,7 @@ import random
 import subprocess
 import sys
 import tempfile
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -33,17 +39,24 @@ from features_bench import (  # noqa: E402  one way of starting servers and meas
     Server,
     connect,
     free_port,
+    get_json,
     log,
     tree_memory_mib,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
 CENTRE = (123.77, 41.30)
+BENCH_KEY = "cim-load-test-key"  # sent with the restricted layers' requests (pipelines)
+KEYS_ENV = json.dumps([{"name": "load-test", "roles": ["operations", "utilities"],
+                        "sha256": hashlib.sha256(BENCH_KEY.encode()).hexdigest()}])
+TILESETS = (("buildings", 3), ("roads", 2))
 
 LUA = r"""-- written by bench/load_test.py: rotate through a fixed mix of request paths, count non-2xx/3xx
-paths = {
+-- each entry: {method, path, body or false, send the API key}
+reqs = {
 %s
 }
+key = "%s"
 local counter = 0
 function setup(thread)
   thread:set("start", counter * 997)
@@ -53,8 +66,15 @@ function init(args)
   i = start or 0
 end
 function request()
-  i = (i %% #paths) + 1
-  return wrk.format("GET", paths[i])
+  i = (i %% #reqs) + 1
+  local r = reqs[i]
+  local headers = {}
+  if r[4] then headers["X-API-Key"] = key end
+  if r[3] then
+    headers["Content-Type"] = "application/json"
+    return wrk.format(r[1], r[2], headers, r[3])
+  end
+  return wrk.format(r[1], r[2], headers)
 end
 function done(summary, latency, requests)
   local e = summary.errors
@@ -74,37 +94,96 @@ def tile_of(lon: float, lat: float, z: int) -> tuple[int, int]:
     return y, x
 
 
-def url_mix(db_url: str, n: int, seed: int) -> list[str]:
+def tileset_contents(server: Server, layer: str, level: int) -> list[str]:
+    """The GLB paths of a tileset served on demand (asking for it builds it once)."""
+    base = f"/collections/{layer}/3dtiles/{level}/"
+    tileset = get_json(server.url(base + "tileset.json"))
+    out, stack = [], [tileset["root"]]
+    while stack:
+        tile = stack.pop()
+        for c in [tile.get("content")] + tile.get("contents", []):
+            if c and c["uri"].endswith(".glb"):
+                out.append(urllib.parse.urljoin(base, c["uri"]))
+        stack.extend(tile.get("children", []))
+    return sorted(out)
+
+
+def terrain_tiles(server: Server, levels: range) -> list[str]:
+    """Terrain tile paths as a Cesium client asks for them (layer.json's template, its versioned URL)."""
+    layer = get_json(server.url("/terrain/layer.json"))
+    template = layer["tiles"][0]
+    out = []
+    for z, ranges in enumerate(layer["available"]):
+        if z in levels:
+            for r in ranges:
+                out += [urllib.parse.urljoin("/terrain/", template.format(z=z, x=x, y=y))
+                        for x in range(r["startX"], r["endX"] + 1) for y in range(r["startY"], r["endY"] + 1)]
+    return out
+
+
+def transform_body(rnd: random.Random) -> str:
+    n = rnd.choice((1, 10, 50))
+    coords = [[round(CENTRE[0] + rnd.uniform(-0.05, 0.05), 6), round(CENTRE[1] + rnd.uniform(-0.04, 0.04), 6)]
+              for _ in range(n)]
+    target = rnd.choice(("EPSG:4550", "urn:benxi-cim:crs:GCJ-02"))
+    return json.dumps({"inputs": {"source_crs": "OGC:CRS84", "target_crs": target, "coordinates": coords,
+                                  "axis_order": "xy"}})
+
+
+def url_mix(db_url: str, server: Server, n: int, seed: int) -> list[tuple[str, str, str | None, bool]]:
+    """(method, path, body, send the key) per request: the fixed, seeded mix."""
     rnd = random.Random(seed)
     with connect(db_url) as conn:
         uids = [r[0] for r in conn.execute(
             "SELECT uid FROM city_object WHERE object_class = 'Building' ORDER BY id LIMIT 5000").fetchall()]
         first_ids = [r[0] for r in conn.execute(
             "SELECT id FROM city_object WHERE object_class = 'Building' ORDER BY id LIMIT 2000").fetchall()]
-    paths = []
+    glbs = {(layer, level): tileset_contents(server, layer, level) for layer, level in TILESETS}
+    terrain = terrain_tiles(server, range(8, 15))
+    log(f"3D tiles: {', '.join(f'{k[0]} CIM{k[1]} {len(v)} GLBs' for k, v in glbs.items())}; "
+        f"terrain: {len(terrain)} tiles at levels 8-14")
+    reqs: list[tuple[str, str, str | None, bool]] = []
     for _ in range(n):
         r = rnd.random()
-        if r < 0.4:
+        if r < 0.30:
             z = rnd.choice((14, 15, 16, 17))
             layer = rnd.choice(("buildings", "roads", "pipelines"))
             lon = CENTRE[0] + rnd.uniform(-0.01, 0.01)
             lat = CENTRE[1] + rnd.uniform(-0.008, 0.008)
             row, col = tile_of(lon, lat, z)
-            paths.append(f"/collections/{layer}/tiles/WebMercatorQuad/{z}/{row}/{col}")
-        elif r < 0.7:
+            reqs.append(("GET", f"/collections/{layer}/tiles/WebMercatorQuad/{z}/{row}/{col}", None,
+                         layer == "pipelines"))
+        elif r < 0.52:
             limit = rnd.choice((10, 50, 100))
             if rnd.random() < 0.5:
                 lon = CENTRE[0] + rnd.uniform(-0.01, 0.01)
                 lat = CENTRE[1] + rnd.uniform(-0.008, 0.008)
                 bbox = f"{lon - 0.003:.5f},{lat - 0.0022:.5f},{lon + 0.003:.5f},{lat + 0.0022:.5f}"
-                paths.append(f"/collections/buildings/items?limit={limit}&bbox={bbox}")
+                reqs.append(("GET", f"/collections/buildings/items?limit={limit}&bbox={bbox}", None, False))
             else:
-                paths.append(f"/collections/{rnd.choice(('buildings', 'roads', 'pipe-nodes'))}/items?limit={limit}")
-        elif r < 0.9:
-            paths.append(f"/collections/buildings/items/{rnd.choice(uids)}")
+                layer = rnd.choice(("buildings", "roads", "pipe-nodes"))
+                reqs.append(("GET", f"/collections/{layer}/items?limit={limit}", None, layer == "pipe-nodes"))
+        elif r < 0.67:
+            reqs.append(("GET", f"/collections/buildings/items/{rnd.choice(uids)}", None, False))
+        elif r < 0.75:
+            reqs.append(("GET", f"/collections/buildings/items?limit=100&after={rnd.choice(first_ids)}", None, False))
+        elif r < 0.90:
+            layer, level = rnd.choice(TILESETS)
+            if rnd.random() < 0.2:
+                reqs.append(("GET", f"/collections/{layer}/3dtiles/{level}/tileset.json", None, False))
+            else:
+                reqs.append(("GET", rnd.choice(glbs[(layer, level)]), None, False))
+        elif r < 0.95:
+            reqs.append(("GET", rnd.choice(terrain), None, False))
         else:
-            paths.append(f"/collections/buildings/items?limit=100&after={rnd.choice(first_ids)}")
-    return paths
+            reqs.append(("POST", "/processes/coordinate-transform/execution", transform_body(rnd), False))
+    return reqs
+
+
+def lua_script(reqs: list[tuple[str, str, str | None, bool]]) -> str:
+    rows = ",\n".join("{%s, %s, %s, %s}" % (json.dumps(m), json.dumps(p), json.dumps(b) if b else "false",
+                                              "true" if k else "false") for m, p, b, k in reqs)
+    return LUA % (rows, BENCH_KEY)
 
 
 def run_wrk(server: Server, script: Path, seconds: int, connections: int) -> dict[str, Any]:
@@ -132,7 +211,8 @@ def make_demo(db_url: str, size: int, data_dir: Path) -> None:
 def serve(db_url: str, workers: int, data_dir: Path, logs: Path) -> Server:
     port = free_port()
     srv = Server(f"cim-{workers}w", cim("serve", "--port", str(port), "--workers", str(workers)),
-                 {"CIM_DATABASE_URL": db_url, "CIM_DATA_DIR": str(data_dir), "PYTHONPATH": str(ROOT)},
+                 {"CIM_DATABASE_URL": db_url, "CIM_DATA_DIR": str(data_dir), "PYTHONPATH": str(ROOT),
+                  "CIM_AUTH__KEYS": KEYS_ENV},
                  ROOT, port, logs / f"serve-{workers}w-{port}.log")
     srv.start("/collections/buildings/items?limit=1")
     return srv
@@ -171,9 +251,15 @@ def main() -> None:
                                "cpus": os.cpu_count(), "runs": [], "scale": []}
     try:
         script = tmp / "mix.lua"
-        script.write_text(LUA % ",\n".join(json.dumps(p) for p in url_mix(db_url, args.urls, args.seed)))
         srv = serve(db_url, args.workers, data_dir, tmp)
         try:
+            reqs = url_mix(db_url, srv, args.urls, args.seed)  # builds the 3D tilesets (cached for the scale runs)
+            script.write_text(lua_script(reqs))
+            results["mix"] = {m: sum(1 for r in reqs if r[1].startswith(m) or r[0] == m) for m in (
+                "/collections/buildings/tiles", "/collections/roads/tiles", "/collections/pipelines/tiles",
+                "/collections/buildings/items/", "/collections/buildings/items?", "/collections/roads/items",
+                "/collections/pipe-nodes/items", "/collections/buildings/3dtiles", "/collections/roads/3dtiles",
+                "/terrain", "POST")}
             run_wrk(srv, script, args.warmup, args.connections)  # pools, caches, first-use imports
             for i in (1, 2):
                 with MemorySampler(srv):
