@@ -89,6 +89,9 @@ def create_app() -> Starlette:
     layers = {name: p for name, res in cfg.get("resources", {}).items() for p in res.get("providers", [])
               if p.get("name") == "cim.api.provider.CIMProvider"}
     url, limits = cfg["server"]["url"], cfg["server"].get("limits", {})
+    from cim.api.overlay import set_served_url
+
+    set_served_url(url)  # the overlay process's links: this server's URL, not whatever the config file says later
     collection_layers = {name: str(p["data"]) for name, p in layers.items()}
     cache = TileCache(settings.tile_cache_dir if settings.tile_cache else None)
     tiles = VectorTileEndpoints(read_database, collection_layers, url, settings.tiles, cache)

@@ -6,12 +6,8 @@ Synchronous, or an asynchronous job (``Prefer: respond-async``) for large batche
 
 from __future__ import annotations
 
-import os
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
-import yaml
 
 import numpy as np
 from pygeoapi.process.base import BaseProcessor
@@ -27,14 +23,19 @@ from cim.settings import get_settings
 MAX_RADIUS_M = 1000.0
 
 
-@lru_cache(maxsize=1)
+_SERVED_URL: list[str] = []
+
+
+def set_served_url(url: str) -> None:
+    """Called by the app with the URL it serves under (read once at start-up): not the effective pygeoapi
+    config file at run time, which another server started on the same data dir rewrites with its own port
+    (the overlay's links then named the wrong server)."""
+    _SERVED_URL[:] = [url.rstrip("/")]
+
+
 def served_url() -> str:
-    """The public URL the server runs under (pygeoapi's effective config: ``cim serve --port`` is not in
-    the settings of the worker)."""
-    path = os.environ.get("PYGEOAPI_CONFIG")
-    if path and Path(path).exists():
-        return str(yaml.safe_load(Path(path).read_text(encoding="utf-8"))["server"]["url"]).rstrip("/")
-    return get_settings().url
+    """The public URL the server runs under."""
+    return _SERVED_URL[0] if _SERVED_URL else get_settings().url
 
 PROCESS_METADATA: dict[str, Any] = {
     "version": "1.0.0",
