@@ -6,26 +6,14 @@
 //   HEADERS_JSON: extra HTTP headers sent with every request (credentials: {"X-API-Key": "..."}), or {}.
 //   WAIT_EXPRESSION: e.g. "window.cimDashboard && window.cimDashboard.ready && window.cimDashboard";
 //   without it, the page is reported after the load event and network idle.
-import { chromium } from "playwright-core";
+import { openPage } from "./chromium.mjs";
 
 const [url, userDataDir, headersJson, waitFor] = process.argv.slice(2);
 
-const context = await chromium.launchPersistentContext(userDataDir, {
-  executablePath: "/usr/bin/chromium",
-  headless: true,
-  viewport: { width: 1280, height: 900 },
-  extraHTTPHeaders: JSON.parse(headersJson || "{}"),
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+const { context, page, out } = await openPage(userDataDir, {
+  viewport: { width: 1280, height: 900 }, headers: JSON.parse(headersJson || "{}"),
 });
-const out = { console: [], failed: [], requests: [] };
 try {
-  const page = context.pages()[0] ?? (await context.newPage());
-  page.on("console", (m) => { if (m.type() === "error") out.console.push(m.text()); });
-  page.on("pageerror", (e) => out.console.push(String(e)));
-  page.on("requestfailed", (r) => out.failed.push(`${r.url()} ${r.failure()?.errorText}`));
-  page.on("response", (r) => { if (r.status() >= 400) out.failed.push(`${r.url()} ${r.status()}`); });
-  page.on("request", (r) => out.requests.push(r.url()));
   await page.goto(url, { waitUntil: "networkidle", timeout: 60000 });
   if (waitFor) {
     const handle = await page.waitForFunction(waitFor, null, { timeout: 60000 });

@@ -5,27 +5,15 @@
 // usage: node render-map.mjs URL USER_DATA_DIR SCREENSHOT.png POINTS_JSON
 //   POINTS_JSON: [[lon, lat], ...]; the map is jumped to each point (centre, zoom 17, no pitch) and
 //   queried at the pixel where the point lands.
-import { chromium } from "playwright-core";
+import { openPage } from "./chromium.mjs";
 
 const [url, userDataDir, screenshot, pointsJson] = process.argv.slice(2);
 const points = JSON.parse(pointsJson);
 
-const context = await chromium.launchPersistentContext(userDataDir, {
-  executablePath: "/usr/bin/chromium",
-  headless: true,
-  viewport: { width: 800, height: 600 },
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--use-angle=swiftshader", "--enable-unsafe-swiftshader"],
+const { context, page, out } = await openPage(userDataDir, {
+  viewport: { width: 800, height: 600 }, args: ["--use-angle=swiftshader", "--enable-unsafe-swiftshader"],
 });
-const out = { console: [], failed: [], requests: [] };
 try {
-  const page = context.pages()[0] ?? (await context.newPage());
-  page.on("console", (m) => { if (m.type() === "error") out.console.push(m.text()); });
-  page.on("pageerror", (e) => out.console.push(String(e)));
-  page.on("requestfailed", (r) => out.failed.push(`${r.url()} ${r.failure()?.errorText}`));
-  page.on("response", (r) => { if (r.status() >= 400) out.failed.push(`${r.url()} ${r.status()}`); });
-  page.on("request", (r) => out.requests.push(r.url()));
   await page.goto(url, { waitUntil: "load" });
   const idle = () => page.evaluate(() => new Promise((resolve, reject) => {
     const map = window.cimMap;
