@@ -1,19 +1,22 @@
-// The machine's headless Chromium as the browser tests start it (page.mjs, render-map.mjs): the flags the
+// The machine's headless Chromium as the browser tests start it (page.mjs, render-map.mjs, viewer3d.mjs): the flags the
 // closed network needs, a fresh profile, and a report that collects console errors, failed requests (>= 400
 // or network errors) and every URL asked for.
 import { chromium } from "playwright-core";
 
-const FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+const FLAGS = ["--headless", "--no-sandbox", "--disable-quic", "--no-first-run",
   "--disable-background-networking", "--disable-component-update", "--disable-sync"];
+// WebGL without a GPU: ANGLE on SwiftShader (--disable-gpu would switch WebGL off)
+const WEBGL = ["--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist"];
 
-// options: viewport, headers (extra HTTP headers on every request), args (more Chromium flags)
-export async function openPage(userDataDir, { viewport, headers = {}, args = [] } = {}) {
+// options: viewport, headers (extra HTTP headers on every request), webgl (a software WebGL, for the 3D
+// viewer; otherwise the GPU is off), args (more Chromium flags)
+export async function openPage(userDataDir, { viewport, headers = {}, webgl = false, args = [] } = {}) {
   const context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: "/usr/bin/chromium",
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
     headless: true,
     viewport,
     extraHTTPHeaders: headers,
-    args: [...FLAGS, ...args],
+    args: [...FLAGS, ...(webgl ? WEBGL : ["--disable-gpu"]), ...args],
   });
   const out = { console: [], failed: [], requests: [] };
   const page = context.pages()[0] ?? (await context.newPage());

@@ -7,7 +7,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { chromium } from "playwright-core";
+import { openPage } from "./chromium.mjs";
 
 const [url, screenshot, lon, lat, height] = process.argv.slice(2);
 if (!url || !screenshot) {
@@ -15,27 +15,12 @@ if (!url || !screenshot) {
   process.exit(2);
 }
 const profile = mkdtempSync(join(tmpdir(), "cim-chromium-"));
-// a fresh profile (playwright passes it as --user-data-dir)
-const browser = await chromium.launchPersistentContext(profile, {
-  extraHTTPHeaders: JSON.parse(process.env.CIM_TEST_HEADERS || "{}"),  // credentials (cim.auth)
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  viewport: { width: 1024, height: 768 },
-  args: ["--headless", "--no-sandbox", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
-    // WebGL without a GPU: ANGLE on SwiftShader (--disable-gpu would switch WebGL off)
-    "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist"],
+const { context, page, out } = await openPage(profile, {
+  viewport: { width: 1024, height: 768 }, webgl: true,
+  headers: JSON.parse(process.env.CIM_TEST_HEADERS || "{}"),  // credentials (cim.auth)
 });
 const report = { errors: [], requests: [], tilesets: null, terrain: null, pick: null, screenshot };
 try {
-  const page = browser.pages()[0] || await browser.newPage();
-  const origin = new URL(url).origin;
-  page.on("console", (m) => { if (m.type() === "error") report.errors.push(m.text()); });
-  page.on("pageerror", (e) => report.errors.push(String(e)));
-  page.on("response", (r) => { if (r.status() >= 400) report.errors.push(`HTTP ${r.status()} ${r.url()}`); });
-  page.on("request", (r) => {
-    const u = r.url();
-    if (!u.startsWith(origin) && !u.startsWith("data:") && !u.startsWith("blob:")) report.requests.push(u);
-  });
   await page.goto(url, { waitUntil: "load", timeout: 120000 });
   await page.waitForFunction(() => window.cimViewer !== undefined, null, { timeout: 60000 });
   Object.assign(report, await page.evaluate(() => window.cimViewer.ready));
@@ -57,7 +42,10 @@ try {
 } catch (err) {
   report.errors.push(`driver: ${err && err.stack ? err.stack : err}`);
 } finally {
-  await browser.close();
+  await context.close();
   rmSync(profile, { recursive: true, force: true });
 }
+const origin = new URL(url).origin;
+report.errors.unshift(...out.console, ...out.failed.map((f) => `HTTP ${f}`));
+report.requests = out.requests.filter((u) => !u.startsWith(origin) && !u.startsWith("data:") && !u.startsWith("blob:"));
 process.stdout.write(JSON.stringify(report));
