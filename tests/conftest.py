@@ -232,3 +232,13 @@ def anon(server) -> Iterator[httpx.Client]:
     """A client of `server` without credentials."""
     with httpx.Client(base_url=server.url, timeout=30) as client:
         yield client
+
+
+def wait_for_job(client: httpx.Client, job_url: str, timeout: float = 120) -> tuple[dict, str]:
+    """Polls an OGC API – Processes job until it has succeeded: (its last status document, its results URL).
+    Any status but accepted/running/successful, or the timeout, fails the test with the status in view."""
+    deadline = time.monotonic() + timeout
+    while (status := client.get(job_url, params={"f": "json"}).json())["status"] != "successful":
+        assert status["status"] in ("accepted", "running") and time.monotonic() < deadline, status
+        time.sleep(0.2)
+    return status, next(link["href"] for link in status["links"] if link["rel"].endswith("results"))

@@ -22,7 +22,7 @@ from sqlalchemy import text
 
 from cim.api.auth import names_in, scrub
 
-from .conftest import JWT_SECRET, ROOT, TEST_KEYS
+from .conftest import JWT_SECRET, ROOT, TEST_KEYS, wait_for_job
 
 RESTRICTED = ["pipelines", "pipe-nodes"]
 WM = morecantile.tms.get("WebMercatorQuad")
@@ -377,11 +377,7 @@ def test_an_async_job_over_a_restricted_layer_is_restricted_like_it(server, anon
                         headers={"Prefer": "respond-async"})
         assert r.status_code == 201, r.text[:300]
         job = r.headers["location"]
-        deadline = time.monotonic() + 120
-        while (status := http.get(job, params={"f": "json"}).json())["status"] != "successful":
-            assert status["status"] in ("accepted", "running") and time.monotonic() < deadline, status
-            time.sleep(0.2)
-        return job, next(link["href"] for link in status["links"] if link["rel"].endswith("results"))
+        return job, wait_for_job(http, job)[1]
 
     job, results = run(http, ["pipelines"])
     got = http.get(results)

@@ -6,6 +6,8 @@ import pyogrio
 import pytest
 import shapely
 
+from .conftest import wait_for_job
+
 URL = "/processes/cim-download/execution"
 BBOX = [123.765, 41.295, 123.775, 41.302]
 
@@ -57,22 +59,12 @@ def test_bad_requests(http, inputs, fragment):
 def test_async_job_with_status_and_result(http, tmp_path):
     """Prefer: respond-async → 201 and a job URL; the job runs, reports its status, and its result is the
     same GeoPackage a synchronous request returns."""
-    import time
-
     inputs = {"layers": ["buildings", "roads"], "bbox": BBOX}
     r = http.post(URL, json={"inputs": inputs, "response": "raw"}, headers={"Prefer": "respond-async"})
     assert r.status_code == 201, r.text[:500]
     job_url = r.headers["location"]
     assert "/jobs/" in job_url
-    deadline = time.monotonic() + 120
-    while True:
-        status = http.get(job_url, params={"f": "json"}).json()
-        assert status["status"] in ("accepted", "running", "successful"), status
-        if status["status"] == "successful":
-            break
-        assert time.monotonic() < deadline, status
-        time.sleep(0.2)
-    results = next(link["href"] for link in status["links"] if link["rel"].endswith("results"))
+    status, results = wait_for_job(http, job_url)
     got = http.get(results)
     assert got.status_code == 200 and got.headers["content-type"] == "application/geopackage+sqlite3"
     (tmp_path / "job.gpkg").write_bytes(got.content)

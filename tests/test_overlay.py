@@ -3,14 +3,13 @@ projected with pyproj to EPSG:4550, distances and containment with shapely."""
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
-
 import pytest
 import shapely
 from pyproj import Geod, Transformer
 from shapely.geometry import shape
+
+from .conftest import wait_for_job
 
 URL = "/processes/case-overlay/execution"
 ITEMS = "/collections/cases/items"
@@ -150,11 +149,7 @@ def test_adhoc_points_in_gcj02_and_async_batch(http, js_node):
                   headers={"Prefer": "respond-async"})
     assert r.status_code == 201, r.text[:300]
     job = r.headers["location"]
-    deadline = time.monotonic() + 60
-    while (status := http.get(job, params={"f": "json"}).json())["status"] != "successful":
-        assert status["status"] in ("accepted", "running") and time.monotonic() < deadline, status
-        time.sleep(0.2)
-    results = next(link["href"] for link in status["links"] if link["rel"].endswith("results"))
+    _, results = wait_for_job(http, job, timeout=60)
     got = http.get(results, params={"f": "json"}).json()
     assert got["cases"][0]["related"] == sync["related"]
 

@@ -13,7 +13,6 @@ import re
 import shutil
 import sqlite3
 import subprocess
-import time
 
 import mapbox_vector_tile
 import morecantile
@@ -25,7 +24,7 @@ from sqlalchemy import text
 
 from cim.crs import tms as tms_registry
 
-from .conftest import run_cim
+from .conftest import run_cim, wait_for_job
 
 BBOX = (123.766, 41.297, 123.772, 41.302)
 LAYERS = ["buildings", "roads", "pipelines", "pipe-nodes"]
@@ -176,15 +175,7 @@ def test_process_job_packages_pmtiles_with_status_and_result(http, tmp_path):
                   headers={"Prefer": "respond-async"})
     assert r.status_code == 201, r.text[:500]
     job_url = r.headers["location"]
-    deadline = time.monotonic() + 180
-    while True:
-        status = http.get(job_url, params={"f": "json"}).json()
-        assert status["status"] in ("accepted", "running", "successful"), status
-        if status["status"] == "successful":
-            break
-        assert time.monotonic() < deadline, status
-        time.sleep(0.3)
-    results = next(link["href"] for link in status["links"] if link["rel"].endswith("results"))
+    _, results = wait_for_job(http, job_url, timeout=180)
     got = http.get(results)
     assert got.status_code == 200 and got.headers["content-type"] == "application/vnd.pmtiles"
     path = tmp_path / "job.pmtiles"
