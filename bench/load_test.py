@@ -3,7 +3,8 @@
 Not a test (timings belong here). Runs the same wrk window twice in a row against one server and reports
 per run: requests/s, errors (socket errors and non-2xx/3xx), p50/p90/p99 latency, and the server's
 memory (RSS and PSS of its process tree) after each run; memory growth from the first run to the second
-must stay under 10 %, errors at zero. Then one window per worker count (``--scale``) for the per-worker
+must stay under 10 %, errors at zero. The process requests are timed apart too (a client-side probe, see
+``ProcessProbe``), and the job store's size is reported after each run. Then one window per worker count (``--scale``) for the per-worker
 throughput quoted in docs/deployment.md.
 
     .venv/bin/python bench/load_test.py                      # throwaway PostGIS, 5,000-building demo
@@ -29,7 +30,10 @@ import random
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +190,61 @@ def lua_script(reqs: list[tuple[str, str, str | None, bool]]) -> str:
     return LUA % (rows, BENCH_KEY)
 
 
+class ProcessProbe:
+    """Times the mix's process requests from the client side while wrk runs: wrk reports one latency
+    distribution for the whole mix, in which 5 % of requests hide. One connection, one request after another
+    (a tenth of a second apart), the same bodies as the mix's."""
+
+    def __init__(self, server: Server, bodies: list[str]) -> None:
+        self.server, self.bodies = server, bodies
+        self.latencies_ms: list[float] = []
+        self.failures = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        url = self.server.url("/processes/coordinate-transform/execution")
+        i = 0
+        while not self._stop.is_set():
+            body = self.bodies[i % len(self.bodies)].encode()
+            i += 1
+            req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+            t0 = time.perf_counter()
+            try:
+                with urllib.request.urlopen(req, timeout=30) as r:
+                    r.read()
+                self.latencies_ms.append((time.perf_counter() - t0) * 1000)
+            except OSError:
+                self.failures += 1
+            self._stop.wait(0.1)
+
+    def __enter__(self) -> "ProcessProbe":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> dict[str, Any]:
+        ms = sorted(self.latencies_ms)
+        if not ms:
+            return {"n": 0, "failures": self.failures}
+        def pct(q: float) -> float:
+            return round(ms[min(len(ms) - 1, int(q * len(ms)))], 1)
+        return {"n": len(ms), "failures": self.failures, "p50_ms": pct(0.50), "p90_ms": pct(0.90),
+                "p99_ms": pct(0.99), "max_ms": round(ms[-1], 1)}
+
+
+def job_store(data_dir: Path) -> dict[str, Any]:
+    """What pygeoapi's job store holds: its records file and the files beside it (results, access lists)."""
+    jobs = data_dir / "jobs"
+    store = jobs / "jobs.json"
+    files = [f for f in jobs.rglob("*") if f.is_file()] if jobs.exists() else []
+    return {"records_bytes": store.stat().st_size if store.exists() else 0, "files": len(files),
+            "bytes": sum(f.stat().st_size for f in files)}
+
+
 def run_wrk(server: Server, script: Path, seconds: int, connections: int) -> dict[str, Any]:
     cmd = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "30s", "-s", str(script),
            server.url("/")]
@@ -262,12 +321,14 @@ def main() -> None:
                 "/terrain", "POST")}
             run_wrk(srv, script, args.warmup, args.connections)  # pools, caches, first-use imports
             for i in (1, 2):
-                with MemorySampler(srv):
+                with MemorySampler(srv), ProcessProbe(srv, [r[2] for r in reqs if r[0] == "POST"]) as probe:
                     res = run_wrk(srv, script, args.duration, args.connections)
+                res["process"] = probe.summary()
+                res["job_store"] = job_store(data_dir)
                 res["rss_mib"], res["pss_mib"] = (round(v, 1) for v in tree_memory_mib(srv.proc.pid))
                 res["peak_rss_mib"] = round(srv.peak_rss_mib, 1)
                 log(f"run {i}: {res['rps']} req/s, {res['errors']} errors, p99 {res['p99_us'] / 1000:.1f} ms, "
-                    f"RSS {res['rss_mib']} MiB")
+                    f"RSS {res['rss_mib']} MiB; process (probe) {res['process']}; job store {res['job_store']}")
                 results["runs"].append(res)
         finally:
             srv.stop()
@@ -286,7 +347,8 @@ def main() -> None:
     finally:
         if pg is not None:
             pg.stop()
-    ok = all(r["errors"] == 0 for r in results["runs"]) and results["memory_growth"] < 0.10
+    ok = all(r["errors"] == 0 and r["process"].get("failures", 0) == 0 for r in results["runs"]) \
+        and results["memory_growth"] < 0.10
     results["ok"] = ok
     text = json.dumps(results, indent=2)
     print(text)

@@ -28,9 +28,11 @@ def test_sixty_seconds_at_64_connections_twice_without_errors_or_memory_growth(t
     runs = result["runs"]
     for i, run in enumerate(runs, 1):
         print(f"run {i}: {run['rps']} req/s, {run['errors']} errors, p99 {run['p99_us'] / 1000:.0f} ms, "
-              f"RSS {run['rss_mib']} MiB")
+              f"RSS {run['rss_mib']} MiB; coordinate-transform p99 {run['process'].get('p99_ms')} ms "
+              f"({run['process']['n']} probes); job store {run['job_store']}")
     assert len(runs) == 2 and all(r["requests"] > 0 for r in runs)
     assert [r["errors"] for r in runs] == [0, 0], runs
+    assert all(r["process"]["n"] > 0 and r["process"]["failures"] == 0 for r in runs), runs
     assert result["memory_growth"] < 0.10, result["memory_growth"]
     assert result["mix"]["POST"] > 0 and result["mix"]["/collections/buildings/3dtiles"] > 0
     assert proc.returncode == 0, proc.stderr[-3000:]
