@@ -245,6 +245,15 @@ class LimitsSettings(BaseModel):
     max_export_km2: float = Field(default=400.0, gt=0)  # area of a cim-download bbox: 400 beyond
 
 
+class JobsSettings(BaseModel):
+    """Asynchronous process jobs (cim.api.jobs; ``CIM_JOBS__RETENTION_S``). Synchronous executions are never
+    stored."""
+
+    # a job, its result file and its access list are removed this long after the job's last change (finished,
+    # dismissed, or started by a worker that has died since)
+    retention_s: float = Field(default=86_400.0, gt=0)
+
+
 class Settings(BaseSettings):
     """Everything the service needs to know, validated once."""
 
@@ -267,6 +276,7 @@ class Settings(BaseSettings):
     keep_alive_s: int = Field(default=5, ge=1)  # idle HTTP keep-alive; above the balancer's, never below
     log_format: str = Field(default="json", pattern="^(json|text)$")  # the service's logs on standard error
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    jobs: JobsSettings = Field(default_factory=JobsSettings)
     # Public URL of the service; derived from host and port when empty.
     public_url: str = ""
     # Where generated files go (DEM COG, effective pygeoapi config, OpenAPI document).

@@ -27,6 +27,7 @@ from cim.api.health import healthz, readyz
 from cim.api.limits import BodyLimit, install_handlers
 from cim.api.geovolumes import CONFORMANCE as GEOVOLUMES_CONFORMANCE, GeoVolumeLinks, GeoVolumesEndpoints
 from cim.api.indicators import IndicatorEndpoints
+from cim.api.jobs import SyncExecutionLocation, dismiss_route
 from cim.api.coverage import CoverageBBox
 from cim.api.middleware import BodyRewriter, OfflineAssets
 from cim.api.tracks import TrackEndpoints
@@ -81,7 +82,7 @@ def create_app() -> Starlette:
         finally:
             engine.dispose()
     # pygeoapi reads its configuration at import time: only now may its app module be imported
-    from pygeoapi.starlette_app import APP as pygeoapi_app
+    from pygeoapi.starlette_app import APP as pygeoapi_app, api_ as pygeoapi_api
 
     pygeoapi_app.debug = False  # no tracebacks to clients
     with open(os.environ["PYGEOAPI_CONFIG"], encoding="utf-8") as fh:
@@ -123,7 +124,8 @@ def create_app() -> Starlette:
                           str(settings.geoid_grid) if settings.geoid_grid else None).routes(),
         *tiles3d.routes(),
         *geovolumes.routes(),
-        Mount("/", app=pygeoapi_app),
+        dismiss_route(pygeoapi_api),
+        Mount("/", app=SyncExecutionLocation(pygeoapi_app)),  # a synchronous execution names no job
     ])
     # the last added runs outermost: gzip must see the bodies the rewriting middlewares produce
     app.add_middleware(OfflineAssets)

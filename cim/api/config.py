@@ -63,9 +63,11 @@ def pygeoapi_config(settings: Settings, engine: Engine) -> dict[str, Any]:
                      "attribution": (server.get("map") or {}).get("attribution", "")}
     # Asynchronous process jobs (city-wide downloads): pygeoapi runs them in a thread of the worker that
     # accepted them; job records (TinyDB, file-locked) and results are files that every worker reads.
+    # Synchronous executions are not jobs, and jobs expire (cim.api.jobs).
     jobs = settings.data_dir / "jobs"
     jobs.mkdir(parents=True, exist_ok=True)
-    server["manager"] = {"name": "TinyDB", "connection": str(jobs / "jobs.json"), "output_dir": str(jobs)}
+    server["manager"] = {"name": "cim.api.jobs.CIMJobManager", "connection": str(jobs / "jobs.json"),
+                         "output_dir": str(jobs), "retention_s": settings.jobs.retention_s}
     extents = layer_extents(engine)
     # an empty layer (no cases yet): the extent of the city model's data, where its objects will be
     boxes = [e["spatial"]["bbox"] for e in extents.values()]
