@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import AUTH_HEADERS, DemoDB, run_cim, start_server, stop_server
+from .conftest import AUTH_HEADERS, DemoDB, run_cim, start_server, stop_server, wait_for_job
 
 BBOX = [123.765, 41.295, 123.775, 41.302]
 FEATURES = [{"type": "Feature", "id": "c1", "geometry": {"type": "Point", "coordinates": [123.77, 41.30]},
@@ -26,14 +26,6 @@ def store(data_dir: Path) -> dict[str, int]:
 
 def job_ids(client: httpx.Client) -> set[str]:
     return {j["jobID"] for j in client.get("/jobs", params={"f": "json", "limit": 10000}).json()["jobs"]}
-
-
-def wait_done(client: httpx.Client, job_url: str) -> dict:
-    deadline = time.monotonic() + 120
-    while (status := client.get(job_url, params={"f": "json"}).json())["status"] != "successful":
-        assert status["status"] in ("accepted", "running") and time.monotonic() < deadline, status
-        time.sleep(0.1)
-    return status
 
 
 def test_synchronous_executions_leave_the_job_store_unchanged(server, http):
@@ -64,8 +56,8 @@ def test_an_asynchronous_job_lists_returns_and_dismisses(server, http, anon):
     assert r.status_code == 201, r.text[:300]
     job_url = r.headers["location"]
     job_id = job_url.rstrip("/").rsplit("/", 1)[1]
-    status = wait_done(anon, job_url)
-    results = anon.get(f"{job_url}/results", params={"f": "json"})
+    status, results_url = wait_for_job(anon, job_url)
+    results = anon.get(results_url, params={"f": "json"})
     assert results.status_code == 200 and results.json()["cases"][0]["id"] == "c1"
     assert job_id in job_ids(http)
     result_files = [p for p in (server.db.data_dir / "jobs").iterdir() if p.name.endswith(job_id)]
@@ -99,8 +91,7 @@ def test_jobs_expire_with_their_results_and_access_lists(short_retention):
             made.append(r.headers["location"])
         ids = [url.rstrip("/").rsplit("/", 1)[1] for url in made]
         for url in made:
-            wait_done(http, url)
-            assert http.get(f"{url}/results").status_code == 200
+            assert http.get(wait_for_job(http, url)[1]).status_code == 200
         assert (jobs_dir / "access" / f"{ids[1]}.json").exists()  # the pipelines job's access list
         assert all(any(p.name.endswith(i) for p in jobs_dir.iterdir()) for i in ids)
         # a result file of no job (a job dismissed while running wrote it after all), older than the retention
@@ -117,5 +108,4 @@ def test_jobs_expire_with_their_results_and_access_lists(short_retention):
         # a job made after the sweep is kept
         r = http.post("/processes/case-overlay/execution", json={"inputs": {"features": FEATURES}},
                       headers={"Prefer": "respond-async"})
-        wait_done(http, r.headers["location"])
-        assert http.get(f"{r.headers['location']}/results").status_code == 200
+        assert http.get(wait_for_job(http, r.headers["location"])[1]).status_code == 200

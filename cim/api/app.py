@@ -125,10 +125,11 @@ def create_app() -> Starlette:
         *tiles3d.routes(),
         *geovolumes.routes(),
         dismiss_route(pygeoapi_api),
-        Mount("/", app=SyncExecutionLocation(pygeoapi_app)),  # a synchronous execution names no job
+        Mount("/", app=pygeoapi_app),
     ])
     # the last added runs outermost: gzip must see the bodies the rewriting middlewares produce
     app.add_middleware(OfflineAssets)
+    app.add_middleware(SyncExecutionLocation)  # a synchronous execution names no job (inside auth, which records jobs)
     app.add_middleware(CoverageBBox)  # pygeoapi answers a bad coverage bbox with a 500
     app.add_middleware(Conformance, classes=TILES_CONFORMANCE + MAP_CONFORMANCE + CASES_CONFORMANCE
                                                + GEOVOLUMES_CONFORMANCE)
