@@ -34,6 +34,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
+from cim.crs import crs84_srid
+
 # SQLite only auto-assigns "INTEGER PRIMARY KEY" (the rowid alias), not BIGINT.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 Json = JSON().with_variant(JSONB(), "postgresql")
@@ -176,6 +178,10 @@ def build_tables(srid: int) -> CIMTables:
         Column("attributes", Json, comment="every other attribute"),
         # 2D footprint (what spatial filters use), height envelope
         Column("geom", Geometry("GEOMETRY", srid=srid, spatial_index=True)),
+        # the footprint in the storage CRS's own longitude/latitude (EPSG:4490 for EPSG:4550), kept equal to
+        # ST_Transform(geom, ...) by a trigger (schema v8): items in CRS84/4490/4326 and tiles read it instead
+        # of an inverse Gauss-Krüger projection per row and request (~40 µs a footprint, bench/README.md)
+        Column("geom_lonlat", Geometry("GEOMETRY", srid=crs84_srid(srid), spatial_index=False)),
         Column("min_z", Float),
         Column("max_z", Float),
         # validity time and lineage

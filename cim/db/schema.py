@@ -76,6 +76,42 @@ def _v7_audit_log(conn: Connection, t: CIMTables) -> None:
     audit_table().create(conn)
 
 
+def _v8_lonlat_footprint(conn: Connection, t: CIMTables) -> None:
+    """``city_object.geom_lonlat``: the footprint in the storage CRS's longitude/latitude, filled for the
+    rows there are and kept equal to the transform of ``geom`` by a trigger on every insert and on every
+    update of ``geom``, whoever writes (ingest's COPY, demo, cases, tracks, plain SQL)."""
+    column = t.city_object.c.geom_lonlat
+    srid = column.type.srid
+    postgis = conn.dialect.name == "postgresql"
+    if column.name not in {c["name"] for c in inspect(conn).get_columns("city_object")}:
+        if postgis:
+            conn.execute(text(f"ALTER TABLE city_object ADD COLUMN geom_lonlat geometry(Geometry, {srid})"))
+        else:
+            conn.execute(text(f"SELECT AddGeometryColumn('city_object', 'geom_lonlat', {srid}, 'GEOMETRY', 'XY')"))
+    conn.execute(text(f"UPDATE city_object SET geom_lonlat = ST_Transform(geom, {srid}) WHERE geom IS NOT NULL"))
+    for statement in (_LONLAT_TRIGGERS_POSTGIS if postgis else _LONLAT_TRIGGERS_SPATIALITE):
+        conn.execute(text(statement.format(srid=srid)))
+
+
+# PostGIS: the row is set before it is written (one write, COPY included). SpatiaLite: a trigger cannot
+# change the row it fires for, so it updates it after the insert (by primary key); the geometry-column
+# checks SpatiaLite adds make the copy's SRID and type right. Updates of the copy alone are not watched on
+# SpatiaLite (its own update would fire the trigger again): nothing writes the copy but these triggers.
+_LONLAT_TRIGGERS_POSTGIS = (
+    """CREATE OR REPLACE FUNCTION city_object_geom_lonlat() RETURNS trigger LANGUAGE plpgsql AS $$
+       BEGIN NEW.geom_lonlat := ST_Transform(NEW.geom, {srid}); RETURN NEW; END $$""",
+    """CREATE TRIGGER city_object_geom_lonlat BEFORE INSERT OR UPDATE OF geom, geom_lonlat ON city_object
+       FOR EACH ROW EXECUTE FUNCTION city_object_geom_lonlat()""",
+)
+_LONLAT_TRIGGERS_SPATIALITE = (
+    """CREATE TRIGGER city_object_geom_lonlat_insert AFTER INSERT ON city_object FOR EACH ROW
+       WHEN NEW.geom IS NOT NULL
+       BEGIN UPDATE city_object SET geom_lonlat = ST_Transform(NEW.geom, {srid}) WHERE id = NEW.id; END""",
+    """CREATE TRIGGER city_object_geom_lonlat_update AFTER UPDATE OF geom ON city_object FOR EACH ROW
+       BEGIN UPDATE city_object SET geom_lonlat = ST_Transform(NEW.geom, {srid}) WHERE id = NEW.id; END""",
+)
+
+
 STEPS: dict[int, Callable[[Connection, CIMTables], None]] = {
     1: _v1_core,
     2: _v2_rasters_and_validity,
@@ -84,6 +120,7 @@ STEPS: dict[int, Callable[[Connection, CIMTables], None]] = {
     5: _v5_source_lods,
     6: _v6_operations,
     7: _v7_audit_log,
+    8: _v8_lonlat_footprint,
 }
 HEAD = max(STEPS)
 
