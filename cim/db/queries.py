@@ -103,14 +103,36 @@ def level_geometry(t: CIMTables, cim_level: int) -> ColumnElement:
     return func.coalesce(solid, co.c.geom)
 
 
+# Geographic CRSs whose coordinates PROJ writes alike for our data: CGCS2000 → WGS 84 is a no-op in PROJ
+# (cim.crs.crs84_srid), so CRS84, EPSG:4326 and EPSG:4490 output are the same numbers.
+SAME_LONLAT = frozenset({4326, 4490})
+
+
+def footprint_in(t: CIMTables, srid: int, project_lonlat: bool = False) -> ColumnElement:
+    """The 2D footprint in EPSG:``srid``: the stored column, or its stored longitude/latitude copy
+    (``geom_lonlat``, kept by a trigger) for CRS84 / 4490 / 4326, without a transformation per row (the
+    inverse Gauss–Krüger projection costs ~40 µs a footprint: bench/README.md). Other CRSs are transformed
+    from the footprint as stored; with ``project_lonlat`` they are projected from the copy instead (the
+    forward projection alone, e.g. 4490 → 3857 for tiles; the same figures to ~1e-9°)."""
+    co = t.city_object
+    lonlat = co.c.geom_lonlat
+    if srid == co.c.geom.type.srid:
+        return co.c.geom
+    if srid == lonlat.type.srid or {srid, lonlat.type.srid} <= SAME_LONLAT:
+        return lonlat
+    return func.ST_Transform(lonlat if project_lonlat else co.c.geom, srid)
+
+
 def geojson_expr(t: CIMTables, dialect: str, output_srid: int, precision: int,
                  swap_xy: bool = False, cim_level: int | None = None, encoding: str = "geojson") -> ColumnElement:
     """The footprint (or the geometry at ``cim_level``) as GeoJSON text (or WKB) in ``output_srid``, encoded
     by the database. x = longitude/easting, unless ``swap_xy`` (the CRS's own order for EPSG:4490, 4550...).
     """
-    storage_srid = t.city_object.c.geom.type.srid
-    geom = t.city_object.c.geom if cim_level is None else level_geometry(t, cim_level)
-    g = geom if output_srid == storage_srid else func.ST_Transform(geom, output_srid)
+    if cim_level is None:
+        g = footprint_in(t, output_srid)
+    else:
+        geom = level_geometry(t, cim_level)
+        g = geom if output_srid == t.city_object.c.geom.type.srid else func.ST_Transform(geom, output_srid)
     if dialect == "sqlite":
         g = func.SwapCoordinates(g) if swap_xy else g
         return func.AsBinary(g) if encoding == "wkb" else func.AsGeoJSON(g, precision)
