@@ -97,13 +97,19 @@ def load_tileset(folder: Path) -> dict:
 
 
 def accessor(gltf: pygltflib.GLTF2, blob: bytes, index: int) -> np.ndarray:
+    """An accessor's values (strided views and KHR_mesh_quantization's normalized bytes read as the spec says)."""
     a = gltf.accessors[index]
     view = gltf.bufferViews[a.bufferView]
-    dtype = {5126: "<f4", 5121: "u1", 5123: "<u2", 5125: "<u4"}[a.componentType]
+    dtype = np.dtype({5126: "<f4", 5120: "i1", 5121: "u1", 5123: "<u2", 5125: "<u4"}[a.componentType])
     width = {"SCALAR": 1, "VEC3": 3, "VEC4": 4}[a.type]
     start = (view.byteOffset or 0) + (a.byteOffset or 0)
-    arr = np.frombuffer(blob, dtype=dtype, count=a.count * width, offset=start)
-    return arr.reshape(a.count, width) if width > 1 else arr
+    stride = view.byteStride or dtype.itemsize * width
+    rows = np.frombuffer(blob, dtype="u1", count=stride * (a.count - 1) + dtype.itemsize * width, offset=start)
+    arr = np.lib.stride_tricks.as_strided(rows, shape=(a.count, dtype.itemsize * width), strides=(stride, 1))
+    arr = np.ascontiguousarray(arr).view(dtype).reshape(a.count, width)
+    if a.normalized and a.componentType == 5120:
+        arr = np.maximum(arr / 127.0, -1.0)
+    return arr if width > 1 else arr.ravel()
 
 
 def property_table(gltf: pygltflib.GLTF2, blob: bytes, index: int) -> dict[str, list]:
@@ -243,8 +249,9 @@ def test_glb_metadata_validates_against_3d_metadata_schemas(built, schema_regist
             if "content" not in tile:
                 continue
             gltf = glb_json(folder / tile["content"]["uri"])
-            assert set(gltf["extensionsUsed"]) == {"EXT_mesh_features", "EXT_structural_metadata"}
-            assert "extensionsRequired" not in gltf
+            assert set(gltf["extensionsUsed"]) == {"EXT_mesh_features", "EXT_structural_metadata",
+                                                   "KHR_mesh_quantization"}
+            assert gltf["extensionsRequired"] == ["KHR_mesh_quantization"]  # the byte normals
             ext = gltf["extensions"]["EXT_structural_metadata"]
             assert not list(schema_check.iter_errors(ext["schema"]))
             for table in ext["propertyTables"]:
@@ -309,7 +316,8 @@ def test_vertices_are_tile_relative_and_float32_safe(built):
             assert np.allclose(rotation.T @ rotation, np.eye(3), atol=1e-12)  # ENU axes, no scaling
             for p in prims:
                 assert np.abs(p["positions"]).max() < 20_000  # metres from the tile centre, not ECEF
-                assert np.allclose(np.linalg.norm(p["normals"], axis=1), 1.0, atol=1e-3)
+                # signed-byte normals: unit within the rounding of each component to 1/127
+                assert np.allclose(np.linalg.norm(p["normals"], axis=1), 1.0, atol=1.5e-2)
 
 
 def test_triangles_face_outwards(built):
@@ -732,3 +740,93 @@ def test_draco_compressed_tiles_validate_and_decode_to_the_same_mesh(demo_db, en
                 nearest = np.argmin(np.linalg.norm(ca[:, None, :] - cb[None, :, :], axis=2), axis=1)
                 corner_gap = np.abs(np.sort(a, axis=1) - np.sort(b[nearest], axis=1)).max()
                 assert corner_gap <= 2 * step or np.linalg.norm(ca - cb[nearest], axis=1).max() <= 2 * step
+
+
+def test_vertex_data_is_compact_and_one_colour_primitives_carry_it_in_the_material(built):
+    """Normals are KHR_mesh_quantization bytes (4 bytes a vertex); a primitive whose vertices all have one
+    colour has no COLOR_0 and its material has that colour; one of several colours keeps COLOR_0."""
+    seen = {"material": set(), "per_vertex": set()}
+    for name, folder in built.items():
+        for path in sorted(folder.rglob("*.glb")):
+            gltf = pygltflib.GLTF2.load_from_bytes(path.read_bytes())
+            blob = gltf.binary_blob()
+            for prim in gltf.meshes[0].primitives:
+                normal = gltf.accessors[prim.attributes.NORMAL]
+                assert (normal.componentType, normal.normalized) == (5120, True)
+                assert gltf.bufferViews[normal.bufferView].byteStride == 4
+                base = gltf.materials[prim.material].pbrMetallicRoughness.baseColorFactor
+                if prim.attributes.COLOR_0 is None:
+                    assert base != [1.0, 1.0, 1.0, 1.0], f"{path}: neither per-vertex nor material colour"
+                    seen["material"].add(name)
+                else:
+                    colours = accessor(gltf, blob, prim.attributes.COLOR_0)
+                    assert len(np.unique(colours, axis=0)) > 1, f"{path}: one colour stored per vertex"
+                    assert base == [1.0, 1.0, 1.0, 1.0]
+                    seen["per_vertex"].add(name)
+    # roads (one colour) use the material; pipes (colour by kind) and CIM3 roofs keep per-vertex colours
+    assert "roads-2" in seen["material"] and {"network-3", "buildings-3"} <= seen["per_vertex"]
+    road = pygltflib.GLTF2.load_from_bytes(next(built["roads-2"].rglob("*.glb")).read_bytes())
+    assert road.materials[0].pbrMetallicRoughness.baseColorFactor == pytest.approx([110 / 255, 110 / 255, 115 / 255, 1], abs=1e-5)
+
+
+def refinement_problems(folder: Path, doc: dict) -> list[str]:
+    """What breaks the tileset's refinement, walked root to leaves (a tile's ``refine`` is inherited):
+
+    - ADD: a tile's content is drawn together with its ancestors', so no object may appear in a tile and in
+      one of its ancestors (it would be drawn twice);
+    - REPLACE: a tile's content stands in for its parent's, so the objects below a tile must be objects its
+      parent shows, inside its parent's region.
+    """
+    problems: list[str] = []
+
+    def uids(tile: dict) -> set[str]:
+        if "content" not in tile:
+            return set()
+        return {uid for prim in decode(folder / tile["content"]["uri"]) for uid in prim["table"]["uid"]}
+
+    def walk(tile: dict, refine: str, above: set[str], parent: dict | None) -> set[str]:
+        refine = tile.get("refine", refine)
+        mine = uids(tile)
+        where = tile.get("content", {}).get("uri", "an inner tile")
+        if refine == "ADD" and mine & above:
+            problems.append(f"ADD: {where} draws {sorted(mine & above)[:3]} again, already drawn above it")
+        below = set(mine)
+        for child in tile.get("children", []):
+            below |= walk(child, refine, above | mine, tile)
+        if refine == "REPLACE" and parent is not None and "content" in parent:
+            missing = below - uids(parent)
+            if missing:
+                problems.append(f"REPLACE: {where} holds {sorted(missing)[:3]}, which its parent does not show")
+            w, s, e, n, lo, hi = parent["boundingVolume"]["region"]
+            cw, cs, ce, cn, clo, chi = tile["boundingVolume"]["region"]
+            if not (w <= cw and s <= cs and ce <= e and cn <= n and lo <= clo and chi <= hi):
+                problems.append(f"REPLACE: {where} reaches outside its parent's region")
+        return below
+
+    walk(doc["root"], doc["root"]["refine"], set(), None)
+    return problems
+
+
+def test_refinement_matches_what_the_children_hold(built):
+    """Every tileset we build (buildings, components at CIM5 and 6, the pipe network, roads, bridges) refines
+    by ADD with content in the leaves: no object is drawn twice along any root-to-leaf path, and every
+    object of the layer is drawn exactly once in the whole tree."""
+    for name, folder in built.items():
+        doc = load_tileset(folder)
+        assert doc["root"]["refine"] == "ADD" and not any("refine" in t for t, d, _ in tiles(doc["root"]) if d)
+        assert refinement_problems(folder, doc) == [], name
+        counts: dict[str, int] = {}
+        for _, _, prims in leaf_contents(folder):
+            for prim in prims:
+                for uid in prim["table"]["uid"]:
+                    counts[uid] = counts.get(uid, 0) + 1
+        assert counts and max(counts.values()) == 1, f"{name}: drawn more than once"
+    # the check can fail: a leaf's content also given to its parent is drawn twice under ADD, and under
+    # REPLACE a parent showing only some of its children's objects does not stand in for them
+    doc = load_tileset(built["buildings-3"])
+    parent = next(t for t, _, _ in tiles(doc["root"]) if t.get("children") and "content" in t["children"][0])
+    parent["content"] = dict(parent["children"][0]["content"])
+    assert any(p.startswith("ADD:") for p in refinement_problems(built["buildings-3"], doc))
+    parent["refine"] = "REPLACE"
+    assert parent.get("children")[1:] and any(p.startswith("REPLACE:")
+                                                for p in refinement_problems(built["buildings-3"], doc))
