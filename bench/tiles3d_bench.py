@@ -24,7 +24,8 @@ Each round runs them alternately (ours, ours Draco, peer per level); wall time a
 and CPU seconds (``os.wait4``; the PostgreSQL server's are not included). After each run the output is
 checked: the number of features drawn (ours: the tileset's ``extras``; the peer: the table's rows) and the
 bytes written, and the bytes are split by what they hold (positions, normals, colours, feature ids,
-indices, property/batch tables, JSON, padding) over every GLB / b3dm, so that a size gap can be read.
+indices, property/batch tables, JSON, padding) over every GLB / b3dm, so that a size gap can be read;
+a seeded sample of each output's tiles goes through the Khronos glTF validator (a b3dm's glTF cut out).
 
 **latency** — ``cim serve --workers 2`` with an empty cache on the same city:
 
@@ -133,6 +134,37 @@ def size_split(folder: Path) -> dict[str, int]:
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
+VALIDATOR = ROOT / "tests" / "js" / "validate-gltf.mjs"
+
+
+def validate_sample(folder: Path, work: Path, n: int, seed: int) -> dict[str, Any]:
+    """The Khronos glTF validator over ``n`` seeded tiles of ``folder`` (a b3dm's glTF is cut out of it):
+    how many files have errors, and the error codes."""
+    paths = sorted(p for p in folder.rglob("*") if p.suffix in (".glb", ".b3dm"))
+    sample = random.Random(seed).sample(paths, min(n, len(paths)))
+    tmp = work / "validate"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    files = []
+    for i, path in enumerate(sample):
+        data = path.read_bytes()
+        if data[:4] == b"b3dm":
+            data = data[28 + sum(struct.unpack_from("<IIII", data, 12)):]
+        files.append(tmp / f"{i}.glb")
+        files[-1].write_bytes(data)
+    if shutil.which("node") is None or not files:
+        return {"checked": 0}
+    proc = subprocess.run(["node", str(VALIDATOR), *map(str, files)], capture_output=True, text=True, timeout=600)
+    reports = json.loads(proc.stdout)
+    codes: dict[str, int] = {}
+    for report in reports:
+        for m in report["messages"]:
+            if m["severity"] == 0:
+                codes[m["code"]] = codes.get(m["code"], 0) + 1
+    shutil.rmtree(tmp, ignore_errors=True)
+    return {"checked": len(reports), "files_with_errors": sum(1 for r in reports if r["errors"]), "error_codes": codes}
+
+
 def peer_table(conninfo: dict[str, Any], level: int) -> tuple[str, int]:
     """The table py3dtiles exports: what our build draws at ``level``, in ECEF."""
     import psycopg
@@ -195,8 +227,11 @@ def bench_build(url: str, args: argparse.Namespace, work: Path, results: dict[st
                                           "py3dtiles": peer}
             if r == 0:
                 run_result["size_split"] = {"ours": size_split(ours_out), "ours_draco": size_split(draco_out)}
+                run_result["validation"] = {"ours": validate_sample(ours_out, work, args.validate, args.seed),
+                                            "ours_draco": validate_sample(draco_out, work, args.validate, args.seed)}
                 if peer is not None:
                     run_result["size_split"]["py3dtiles"] = size_split(peer_out)
+                    run_result["validation"]["py3dtiles"] = validate_sample(peer_out, work, args.validate, args.seed)
             if peer is not None:
                 run_result.update(speed_ratio=peer["seconds"] / ours["seconds"], size_ratio=ours["bytes"] / peer["bytes"],
                                   draco_speed_ratio=peer["seconds"] / draco["seconds"],
@@ -341,6 +376,7 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=20, help="seconds per wrk window")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--latency-rounds", type=int, default=3)
+    ap.add_argument("--validate", type=int, default=40, help="tiles per output checked with the glTF validator")
     ap.add_argument("--tag", default="", help="appended to the results file name")
     args = ap.parse_args()
     parts = [p for p in args.parts.split(",") if p]

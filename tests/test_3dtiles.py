@@ -151,7 +151,8 @@ def glb_json(path: Path) -> dict:
 
 
 def decode(path: Path) -> list[dict]:
-    """Each primitive of a GLB: positions (glTF axes), normals, feature ids, triangles, layer, table."""
+    """Each layer of a GLB (its glTF primitives, one per colour, merged by the property table they name):
+    positions (glTF axes), normals, feature ids, triangles, layer, table, colours (RGBA per vertex)."""
     st = path.stat()
     return _decode(str(path), st.st_mtime_ns, st.st_size)
 
@@ -160,18 +161,28 @@ def decode(path: Path) -> list[dict]:
 def _decode(path: str, _mtime: int, _size: int) -> list[dict]:
     gltf = pygltflib.GLTF2.load_from_bytes(Path(path).read_bytes())
     blob = gltf.binary_blob()
-    out = []
+    by_table: dict[int, dict] = {}
     for prim in gltf.meshes[0].primitives:
         features = prim.extensions["EXT_mesh_features"]["featureIds"][0]
-        out.append({
-            "positions": accessor(gltf, blob, prim.attributes.POSITION).astype(float),
-            "normals": accessor(gltf, blob, prim.attributes.NORMAL).astype(float),
-            "fids": accessor(gltf, blob, prim.attributes._FEATURE_ID_0).astype(int),
-            "triangles": accessor(gltf, blob, prim.indices).reshape(-1, 3),
-            "layer": features["label"],
-            "table": property_table(gltf, blob, features["propertyTable"]),
-            "feature_count": features["featureCount"],
-        })
+        positions = accessor(gltf, blob, prim.attributes.POSITION).astype(float)
+        fids = accessor(gltf, blob, prim.attributes._FEATURE_ID_0).astype(int)
+        assert features["featureCount"] == len(np.unique(fids))
+        colour = np.array(gltf.materials[prim.material].pbrMetallicRoughness.baseColorFactor) * 255
+        layer = by_table.setdefault(features["propertyTable"], {
+            "positions": [], "normals": [], "fids": [], "triangles": [], "colours": [], "offset": 0,
+            "layer": features["label"], "table": property_table(gltf, blob, features["propertyTable"])})
+        assert layer["layer"] == features["label"]
+        layer["positions"].append(positions)
+        layer["normals"].append(accessor(gltf, blob, prim.attributes.NORMAL).astype(float))
+        layer["fids"].append(fids)
+        layer["triangles"].append(accessor(gltf, blob, prim.indices).reshape(-1, 3).astype(np.int64) + layer["offset"])
+        layer["colours"].append(np.broadcast_to(np.round(colour), (len(positions), 4)))
+        layer["offset"] += len(positions)
+    out = []
+    for layer in by_table.values():
+        merged = {k: np.concatenate(layer[k]) for k in ("positions", "normals", "fids", "triangles", "colours")}
+        out.append({**merged, "layer": layer["layer"], "table": layer["table"],
+                    "feature_count": len(layer["table"]["uid"])})
     return out
 
 
@@ -742,31 +753,35 @@ def test_draco_compressed_tiles_validate_and_decode_to_the_same_mesh(demo_db, en
                 assert corner_gap <= 2 * step or np.linalg.norm(ca - cb[nearest], axis=1).max() <= 2 * step
 
 
-def test_vertex_data_is_compact_and_one_colour_primitives_carry_it_in_the_material(built):
-    """Normals are KHR_mesh_quantization bytes (4 bytes a vertex); a primitive whose vertices all have one
-    colour has no COLOR_0 and its material has that colour; one of several colours keeps COLOR_0."""
-    seen = {"material": set(), "per_vertex": set()}
-    for name, folder in built.items():
+def test_vertex_data_is_compact_and_colours_are_materials(built):
+    """Normals are KHR_mesh_quantization bytes (4 bytes a vertex); there is no COLOR_0: a layer's triangles
+    are one primitive per colour, whose material has it (buildings' walls and roofs, pipes by kind), and all
+    of a layer's primitives name its property table."""
+    for folder in built.values():
         for path in sorted(folder.rglob("*.glb")):
             gltf = pygltflib.GLTF2.load_from_bytes(path.read_bytes())
-            blob = gltf.binary_blob()
+            colours_per_table: dict[int, set] = {}
             for prim in gltf.meshes[0].primitives:
                 normal = gltf.accessors[prim.attributes.NORMAL]
                 assert (normal.componentType, normal.normalized) == (5120, True)
                 assert gltf.bufferViews[normal.bufferView].byteStride == 4
-                base = gltf.materials[prim.material].pbrMetallicRoughness.baseColorFactor
-                if prim.attributes.COLOR_0 is None:
-                    assert base != [1.0, 1.0, 1.0, 1.0], f"{path}: neither per-vertex nor material colour"
-                    seen["material"].add(name)
-                else:
-                    colours = accessor(gltf, blob, prim.attributes.COLOR_0)
-                    assert len(np.unique(colours, axis=0)) > 1, f"{path}: one colour stored per vertex"
-                    assert base == [1.0, 1.0, 1.0, 1.0]
-                    seen["per_vertex"].add(name)
-    # roads (one colour) use the material; pipes (colour by kind) and CIM3 roofs keep per-vertex colours
-    assert "roads-2" in seen["material"] and {"network-3", "buildings-3"} <= seen["per_vertex"]
+                assert prim.attributes.COLOR_0 is None
+                base = tuple(gltf.materials[prim.material].pbrMetallicRoughness.baseColorFactor)
+                table = prim.extensions["EXT_mesh_features"]["featureIds"][0]["propertyTable"]
+                assert base not in colours_per_table.setdefault(table, set()), f"{path}: a colour split in two"
+                colours_per_table[table].add(base)
+            assert len(colours_per_table) == len(gltf.extensions["EXT_structural_metadata"]["propertyTables"])
+    # a CIM3 building: walls in the layer's colour, roofs in the roof colour, in one tile
+    walls, roof = (222, 214, 196), (176, 84, 64)
+    found = set()
+    for _, _, layers in leaf_contents(built["buildings-3"]):
+        for layer in layers:
+            for fid in range(0, len(layer["table"]["uid"]), 5):
+                found |= {tuple(int(v) for v in c[:3]) for c in np.unique(layer["colours"][layer["fids"] == fid], axis=0)}
+    assert {walls, roof} <= found
     road = pygltflib.GLTF2.load_from_bytes(next(built["roads-2"].rglob("*.glb")).read_bytes())
-    assert road.materials[0].pbrMetallicRoughness.baseColorFactor == pytest.approx([110 / 255, 110 / 255, 115 / 255, 1], abs=1e-5)
+    assert road.materials[0].pbrMetallicRoughness.baseColorFactor == pytest.approx([110 / 255, 110 / 255, 115 / 255, 1],
+                                                                                 abs=1e-5)
 
 
 def refinement_problems(folder: Path, doc: dict) -> list[str]:

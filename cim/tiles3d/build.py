@@ -40,7 +40,7 @@ __all__ = ["BuildProgress", "BuildReport", "build_tileset", "default_out_dir"]
 # Bump when the content written for the same inputs changes (mesh, GLB layout, metadata): every tile of an
 # existing tileset is then rebuilt.
 FORMAT_VERSION = 3  # 2: feature id labels are identifiers (the class id, not the layer); 3: byte normals,
-#   one-colour primitives without COLOR_0
+#   a primitive per colour (no COLOR_0)
 STATE_FILE = "build-state.json"
 STATE_SAVE_SECONDS = 10.0
 

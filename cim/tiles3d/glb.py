@@ -1,7 +1,7 @@
 """Binary glTF 2.0 (GLB) for 3D Tiles 1.1 content, with per-vertex feature ids (``EXT_mesh_features``) and a
 property table per primitive (``EXT_structural_metadata``) so that picking a triangle names its CIM object.
 
-Written directly with numpy and ``struct``: a tile is one node, one mesh, one primitive per layer, and
+Written directly with numpy and ``struct``: a tile is one node, one mesh, a primitive per layer and colour, and
 the container format is small; this keeps the per-tile cost (the on-demand path too) to a few array copies.
 Binary layout rules followed (glTF 2.0 §4.4, EXT_structural_metadata "Binary Data Storage"): every buffer
 view starts on an 8-byte boundary of the buffer and the BIN chunk's data on an 8-byte boundary of the file
@@ -9,8 +9,9 @@ view starts on an 8-byte boundary of the buffer and the BIN chunk's data on an 8
 of 8 bytes.
 
 Size: normals are signed bytes (``KHR_mesh_quantization``, required: CesiumJS and the Khronos validator
-support it) and a primitive of one colour carries it in its material instead of ``COLOR_0``: 20 bytes a
-vertex for LOD1 massing instead of 32. Positions stay float32 (a leaf may span kilometres; 16-bit positions
+support it), and a layer's triangles are split into one glTF primitive per colour, whose material carries
+it instead of ``COLOR_0`` (all of a layer's primitives name its one property table): 20 bytes a vertex
+instead of 32. Positions stay float32 (a leaf may span kilometres; 16-bit positions
 would lose centimetres there) and feature ids float32 (vertex attributes are 4-byte aligned anyway).
 """
 
@@ -151,44 +152,45 @@ def glb_bytes(primitives: list[Primitive], extras: dict[str, Any] | None = None,
     for p in primitives:
         if not len(p.triangles):
             continue
-        n = len(p.positions)
-        draco = None
-        # one colour for the whole primitive (LOD1 massing, roads): the material's, not 4 bytes per vertex
-        # (COLOR_0 and baseColorFactor are both linear, so the shading is the same)
-        uniform = not draco_position_bits and bool((p.colours == p.colours[0]).all())
-        base_colour = [round(float(c) / 255, 6) for c in p.colours[0]] if uniform else [1.0, 1.0, 1.0, 1.0]
-        if draco_position_bits:
-            attributes, indices, draco = _draco_primitive(buf, p, draco_position_bits)
-        else:
-            attributes = {
-                "POSITION": buf.accessor(p.positions.astype("<f4"), _FLOAT, "VEC3", _ARRAY_BUFFER, bounds=True),
-                "NORMAL": buf.normals(p.normals),
-                # FLOAT holds integer ids exactly up to 2^24 (glTF has no 32-bit integer vertex attributes)
-                "_FEATURE_ID_0": buf.accessor(p.feature_ids.astype("<f4"), _FLOAT, "SCALAR", _ARRAY_BUFFER),
-            }
-            if not uniform:
-                attributes["COLOR_0"] = buf.accessor(p.colours.astype(np.uint8), _UBYTE, "VEC4", _ARRAY_BUFFER,
-                                                     normalized=True)
-            index_type, index_dtype = (_USHORT, "<u2") if n <= 65535 else (_UINT, "<u4")
-            indices = buf.accessor(p.triangles.astype(index_dtype).ravel(), index_type, "SCALAR", _ELEMENT_ARRAY_BUFFER)
         count = len(next(iter(p.values.values()))) if p.values else 0
         table_index = len(tables)
         tables.append({"name": p.spec.layer, "class": p.spec.metadata_class, "count": count,
                        "properties": {prop.name: _column(buf, prop, p.values[prop.name]) for prop in p.spec.properties
                                       if _has_values(prop, p.values[prop.name])}})
-        materials.append({"name": p.spec.layer, "doubleSided": p.double_sided,
-                          "pbrMetallicRoughness": {"baseColorFactor": base_colour, "metallicFactor": 0.0,
-                                                   "roughnessFactor": 0.9}})
-        gltf_primitives.append({
-            "attributes": attributes, "indices": indices, "material": len(materials) - 1, "mode": 4,
-            # a label must be an identifier (^[a-zA-Z_][a-zA-Z0-9_]*$): CesiumJS names a shader field after it,
-            # and "pipe-nodes" failed to compile there
-            "extensions": {"EXT_mesh_features": {"featureIds": [
-                {"featureCount": count, "attribute": 0, "propertyTable": table_index,
-                 "label": p.spec.metadata_class}]}},
-        })
-        if draco is not None:
-            gltf_primitives[-1]["extensions"]["KHR_draco_mesh_compression"] = draco
+        # one glTF primitive per colour (walls, roofs, ground faces; pipes by kind), all naming the layer's
+        # property table: the colour is the material's, not 4 bytes per vertex (COLOR_0 and baseColorFactor are
+        # both linear, so the shading is the same). With Draco the colours stay an attribute (a constant one
+        # compresses to almost nothing).
+        for rgba, part in _by_colour(p):
+            draco = None
+            n = len(part.positions)
+            if draco_position_bits:
+                attributes, indices, draco = _draco_primitive(buf, part, draco_position_bits)
+                base_colour = [1.0, 1.0, 1.0, 1.0]
+            else:
+                attributes = {
+                    "POSITION": buf.accessor(part.positions.astype("<f4"), _FLOAT, "VEC3", _ARRAY_BUFFER, bounds=True),
+                    "NORMAL": buf.normals(part.normals),
+                    # FLOAT holds integer ids exactly up to 2^24 (glTF has no 32-bit integer vertex attributes)
+                    "_FEATURE_ID_0": buf.accessor(part.feature_ids.astype("<f4"), _FLOAT, "SCALAR", _ARRAY_BUFFER),
+                }
+                index_type, index_dtype = (_USHORT, "<u2") if n <= 65535 else (_UINT, "<u4")
+                indices = buf.accessor(part.triangles.astype(index_dtype).ravel(), index_type, "SCALAR",
+                                       _ELEMENT_ARRAY_BUFFER)
+                base_colour = [round(float(c) / 255, 6) for c in rgba]
+            materials.append({"name": p.spec.layer, "doubleSided": p.double_sided,
+                              "pbrMetallicRoughness": {"baseColorFactor": base_colour, "metallicFactor": 0.0,
+                                                       "roughnessFactor": 0.9}})
+            gltf_primitives.append({
+                "attributes": attributes, "indices": indices, "material": len(materials) - 1, "mode": 4,
+                # a label must be an identifier (^[a-zA-Z_][a-zA-Z0-9_]*$): CesiumJS names a shader field after
+                # it, and "pipe-nodes" failed to compile there
+                "extensions": {"EXT_mesh_features": {"featureIds": [
+                    {"featureCount": int(len(np.unique(part.feature_ids))), "attribute": 0,
+                     "propertyTable": table_index, "label": p.spec.metadata_class}]}},
+            })
+            if draco is not None:
+                gltf_primitives[-1]["extensions"]["KHR_draco_mesh_compression"] = draco
     required = ["KHR_draco_mesh_compression"] if draco_position_bits else ["KHR_mesh_quantization"]
     used = ["EXT_mesh_features", "EXT_structural_metadata", *required]
     doc: dict[str, Any] = {
@@ -212,6 +214,19 @@ def glb_bytes(primitives: list[Primitive], extras: dict[str, Any] | None = None,
     if extras:
         doc["asset"]["extras"] = extras
     return _pack(doc, b"".join(buf.parts))
+
+
+def _by_colour(p: Primitive):
+    """(colour, the primitive's triangles of that colour with only their vertices) per colour, in the order
+    of the colours. A triangle's colour is its first vertex's (the mesh colours whole faces)."""
+    key = np.ascontiguousarray(p.colours.astype(np.uint8)).view("<u4").ravel()
+    tri_key = key[p.triangles[:, 0]]
+    for k in np.unique(tri_key):
+        tris = p.triangles[tri_key == k]
+        used, local = np.unique(tris.ravel(), return_inverse=True)
+        rgba = np.frombuffer(np.array([k], dtype="<u4").tobytes(), dtype=np.uint8)
+        yield rgba, Primitive(p.spec, p.positions[used], p.normals[used], p.colours[used], p.feature_ids[used],
+                              local.reshape(-1, 3), p.values, p.double_sided)
 
 
 # DracoPy numbers attributes from the first generic one's id: the feature ids (generic, id 0), then colours,
