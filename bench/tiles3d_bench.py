@@ -200,7 +200,7 @@ def bench_build(url: str, args: argparse.Namespace, work: Path, results: dict[st
     draco_config.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
     results.setdefault("runs", [])
     for level in [int(v) for v in args.levels.split(",")]:
-        table, rows = peer_table(conninfo, level)
+        table, rows = (None, 0) if args.skip_peer else peer_table(conninfo, level)
         libpq = " ".join(f"{k}={v}" for k, v in conninfo.items())
         for r in range(args.rounds):
             ours_out, draco_out, peer_out = work / f"ours{level}", work / f"draco{level}", work / f"peer{level}"
