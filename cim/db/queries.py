@@ -152,12 +152,12 @@ class PostGISGeometry(UserDefinedType):
 
 def area_filter(t: CIMTables, dialect: str, area: shapely.Geometry) -> ColumnElement[bool]:
     """Objects whose footprint intersects ``area`` (storage CRS), through the spatial index."""
-    return _area_clause(t, dialect, _area_values(t, dialect, area))
+    return _area_clause(t, dialect, area_filter_values(t, dialect, area))
 
 
 @lru_cache(maxsize=16)
-def _area_parameters(t: CIMTables, dialect: str) -> ColumnElement[bool]:
-    """:func:`area_filter` with the area as parameters to give at execution (:func:`_area_values`)."""
+def area_filter_parameters(t: CIMTables, dialect: str) -> ColumnElement[bool]:
+    """:func:`area_filter` with the area as parameters to give at execution (:func:`area_filter_values`)."""
     return _area_clause(t, dialect, None)
 
 
@@ -185,7 +185,7 @@ def _area_clause(t: CIMTables, dialect: str, values: dict[str, Any] | None) -> C
     return func.ST_Intersects(co.c.geom, cast(param("area", String), PostGISGeometry()))
 
 
-def _area_values(t: CIMTables, dialect: str, area: shapely.Geometry) -> dict[str, Any]:
+def area_filter_values(t: CIMTables, dialect: str, area: shapely.Geometry) -> dict[str, Any]:
     srid = t.city_object.c.geom.type.srid
     if dialect == "sqlite":
         minx, miny, maxx, maxy = area.bounds
@@ -337,7 +337,7 @@ def page_statement(t: CIMTables, dialect: str, q: FeatureQuery) -> tuple[Select,
     if q.after_id is not None:
         params["after_id"] = q.after_id
     if q.area is not None and not q.area.is_empty:
-        params.update(_area_values(t, dialect, q.area))
+        params.update(area_filter_values(t, dialect, q.area))
     return stmt, params
 
 
@@ -354,7 +354,7 @@ def _page_skeleton(t: CIMTables, dialect: str, layer: str, area: bool, after: bo
         stmt = stmt.outerjoin(parent, parent.c.id == co.c.parent_id).outerjoin(root, root.c.id == co.c.root_id)
     stmt = stmt.where(co.c.layer == layer)
     if area:
-        stmt = stmt.where(_area_parameters(t, dialect))
+        stmt = stmt.where(area_filter_parameters(t, dialect))
     if after:
         stmt = stmt.where(co.c.id > bindparam("after_id", type_=BigInteger))
     limit = bindparam("page_limit", type_=BigInteger)

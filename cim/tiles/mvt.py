@@ -30,18 +30,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import date, datetime
 from typing import Any
 
 import numpy as np
 import shapely
-from sqlalchemy import (BigInteger, Connection, Date, DateTime, Text, and_, bindparam, case, cast, func, literal,
-                        literal_column, select, text, true, union_all)
+from sqlalchemy import (BigInteger, Connection, Date, DateTime, Float, Text, and_, bindparam, case, cast, func,
+                        literal, literal_column, select, text, true, union_all)
 from sqlalchemy.orm import aliased
 
 from cim.crs import transformer
 from cim.db.models import LAYERS, CIMTables
-from cim.db.queries import LINKS, PROPERTY_COLUMN, area_filter, footprint_in, layer_properties, to_utc
+from cim.db.queries import (LINKS, PROPERTY_COLUMN, area_filter_parameters, area_filter_values, footprint_in,
+                             layer_properties, to_utc)
 from cim.settings import TilesSettings
 from cim.tiles.grid import PIXELS, TileFrame, TileSet, tile_frame, web_mercator_zoom
 
@@ -186,14 +188,22 @@ def render_layers(conn: Connection, t: CIMTables, queries: Iterable[TileQuery]) 
 # ---------------------------------------------------------------------------------------------- both
 
 
-def _conditions(t: CIMTables, dialect: str, q: TileQuery) -> list[Any]:
+def _conditions(t: CIMTables, dialect: str, layer: str) -> list[Any]:
+    """The candidates' filters, with the tile's values as parameters (:func:`_condition_values`)."""
     co = t.city_object
     g = co.c.geom
     area = func.ST_Area(g)
-    polygon_ok = and_(area >= q.min_area, area * 2 >= q.min_width * func.ST_Perimeter(g))
-    return [co.c.layer == q.layer, area_filter(t, dialect, q.frame.area),
-            case((func.ST_Dimension(g) == 2, polygon_ok), (func.ST_Dimension(g) == 1, func.ST_Length(g) >= q.min_length),
+    polygon_ok = and_(area >= bindparam("min_area", type_=Float),
+                      area * 2 >= bindparam("min_width", type_=Float) * func.ST_Perimeter(g))
+    return [co.c.layer == layer, area_filter_parameters(t, dialect),
+            case((func.ST_Dimension(g) == 2, polygon_ok),
+                 (func.ST_Dimension(g) == 1, func.ST_Length(g) >= bindparam("min_length", type_=Float)),
                  else_=true())]
+
+
+def _condition_values(t: CIMTables, dialect: str, q: TileQuery) -> dict[str, Any]:
+    return {"min_area": q.min_area, "min_width": q.min_width, "min_length": q.min_length,
+            "max_features": q.max_features, **area_filter_values(t, dialect, q.frame.area)}
 
 
 def _cap_order(t: CIMTables) -> list[Any]:
@@ -225,7 +235,7 @@ def _typed_columns(t: CIMTables, dialect: str, names: Iterable[str]) -> list[Any
 # ---------------------------------------------------------------------------------------------- PostGIS
 
 
-def _picked(t: CIMTables, q: TileQuery) -> Any:
+def _picked(t: CIMTables, layer: str) -> Any:
     """The ids of the tile's features: every candidate when they are no more than the cap, else the largest
     ``max_features`` of them; ranking them (area or length of each, a sort) only in the second case.
 
@@ -233,8 +243,8 @@ def _picked(t: CIMTables, q: TileQuery) -> Any:
     materialized once): a tile under the cap, nearly every tile, pays no ranking (it was a third of a z14
     tile's candidate step)."""
     co = t.city_object
-    cap = bindparam("max_features", q.max_features, type_=BigInteger)
-    candidates = select(co.c.id).where(*_conditions(t, "postgresql", q)).cte("candidates").prefix_with("MATERIALIZED")
+    cap = bindparam("max_features", type_=BigInteger)
+    candidates = select(co.c.id).where(*_conditions(t, "postgresql", layer)).cte("candidates").prefix_with("MATERIALIZED")
     count = select(func.count()).select_from(candidates).scalar_subquery()
     largest = (select(co.c.id).join(candidates, candidates.c.id == co.c.id).where(count > cap)
                .order_by(*_cap_order(t)).limit(cap).subquery("largest"))
@@ -242,36 +252,43 @@ def _picked(t: CIMTables, q: TileQuery) -> Any:
 
 
 def _postgis(conn: Connection, t: CIMTables, q: TileQuery) -> bytes:
+    left, bottom, right, top = q.frame.bounds
+    params = {**_condition_values(t, "postgresql", q), "tile_bounds": f"BOX({left!r} {bottom!r},{right!r} {top!r})"}
+    stmt = _postgis_statement(t, q.layer, q.name, int(q.tile_set.srid), q.extent, q.buffer, q.attributes)
+    data = conn.execute(stmt, params).scalar()
+    return bytes(data or b"")
+
+
+@lru_cache(maxsize=256)
+def _postgis_statement(t: CIMTables, layer: str, name: str, srid: int, extent: int, buffer: int,
+                       attributes: Attributes) -> Any:
+    """The tile statement of one shape of tile (layer, set, grid, attributes), the tile's values as
+    parameters: building it per tile was ~a fifth of the handler's time."""
     co = t.city_object
-    picked = _picked(t, q)
+    picked = _picked(t, layer)
     # tile matrix sets in longitude/latitude read the stored copy as it is, WebMercatorQuad projects it
     # (4490 → 3857: the forward Mercator only; the inverse Gauss–Krüger from the storage CRS was most of a
     # tile's time, bench/README.md); always an integer SRID, never text (PERF-NOTES)
-    geom = footprint_in(t, int(q.tile_set.srid), project_lonlat=True)
+    geom = footprint_in(t, srid, project_lonlat=True)
     # the tile's bounds as one parameter typed box2d: in the generic plan PostgreSQL settles on after five
     # runs, ST_MakeEnvelope of parameters was evaluated for every row
-    left, bottom, right, top = q.frame.bounds
-    bounds = text("CAST(:tile_bounds AS box2d)").bindparams(
-        tile_bounds=f"BOX({left!r} {bottom!r},{right!r} {top!r})")
-    mvt_geom = func.ST_AsMVTGeom(geom, bounds, literal_column(str(int(q.extent))),
-                                 literal_column(str(int(q.buffer))), True)
+    bounds = text("CAST(:tile_bounds AS box2d)")
+    mvt_geom = func.ST_AsMVTGeom(geom, bounds, literal_column(str(int(extent))), literal_column(str(int(buffer))), True)
     cols = [co.c.id.label("fid"), mvt_geom.label("geom"), co.c.uid.label(ID_PROPERTY),
-            *_typed_columns(t, "postgresql", q.attributes.typed)]
-    if q.attributes.extra:
+            *_typed_columns(t, "postgresql", attributes.typed)]
+    if attributes.extra:
         # a jsonb column: ST_AsMVT writes each key as an attribute (numbers integral → int, else double;
         # null, arrays and objects left out)
         pairs: list[Any] = []
-        for key in q.attributes.extra:
+        for key in attributes.extra:
             k = cast(literal(key), Text)
             pairs += [k, co.c.attributes.op("->")(k)]
         cols.append(func.jsonb_build_object(*pairs).label("extra_attributes"))
     # no "WHERE geom IS NOT NULL": ST_AsMVT skips rows whose geometry is null, and the planner would push
     # that filter into the scan and compute ST_AsMVTGeom twice per row
     rows = select(*cols).select_from(co.join(picked, picked.c.id == co.c.id)).subquery("q")
-    stmt = select(func.ST_AsMVT(literal_column("q"), q.name, literal_column(str(int(q.extent))), "geom", "fid")
-                  ).select_from(rows)
-    data = conn.execute(stmt).scalar()
-    return bytes(data or b"")
+    return select(func.ST_AsMVT(literal_column("q"), name, literal_column(str(int(extent))),
+                                "geom", "fid")).select_from(rows)
 
 
 # ---------------------------------------------------------------------------------------------- SpatiaLite
@@ -286,9 +303,9 @@ def _spatialite(conn: Connection, t: CIMTables, q: TileQuery) -> bytes:
     cols = [co.c.id, co.c.uid, func.AsBinary(co.c.geom).label("wkb"), *_typed_columns(t, "sqlite", typed)]
     if q.attributes.extra:
         cols.append(co.c.attributes)
-    stmt = (select(*cols).where(*_conditions(t, "sqlite", q)).order_by(*_cap_order(t))
-            .limit(q.max_features))
-    rows = conn.execute(stmt).all()
+    stmt = (select(*cols).where(*_conditions(t, "sqlite", q.layer)).order_by(*_cap_order(t))
+            .limit(bindparam("max_features", type_=BigInteger)))
+    rows = conn.execute(stmt, _condition_values(t, "sqlite", q)).all()
     if not rows:
         return b""
     geoms = tile_space(shapely.from_wkb([bytes(r.wkb) for r in rows]), q, int(t.city_object.c.geom.type.srid))
