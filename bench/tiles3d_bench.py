@@ -155,6 +155,8 @@ def validate_sample(folder: Path, work: Path, n: int, seed: int) -> dict[str, An
     if shutil.which("node") is None or not files:
         return {"checked": 0}
     proc = subprocess.run(["node", str(VALIDATOR), *map(str, files)], capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:  # e.g. tests/js/node_modules missing: no figure rather than no benchmark
+        return {"checked": 0, "error": proc.stderr[-500:]}
     reports = json.loads(proc.stdout)
     codes: dict[str, int] = {}
     for report in reports:
