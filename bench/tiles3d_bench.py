@@ -426,7 +426,8 @@ def save(results: dict, args: argparse.Namespace) -> Path:
     """Written after every run: a long benchmark stopped early keeps what it measured."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     tag = f"-{args.tag}" if args.tag else ""
-    path = RESULTS / f"tiles3d-{results['size']}-{dt.date.today().isoformat()}{tag}.json"
+    # named after the run's start: a run across midnight keeps one file
+    path = RESULTS / f"tiles3d-{results['size']}-{results['date'][:10]}{tag}.json"
     path.write_text(json.dumps(results, indent=1, default=str))
     return path
 
