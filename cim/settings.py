@@ -292,6 +292,10 @@ class Settings(BaseSettings):
     tile_cache: bool = True
     # (its own folder beside the pre-built 3D Tiles and terrain of tiles/cache/3d and tiles/cache/terrain)
     tile_cache_dir: Path = Field(default=PROJECT_ROOT / "tiles" / "cache" / "ogc")
+    # Every this many seconds each worker points the cache's `current` links at the data versions of the
+    # public collections' tiles, which a front nginx serves (`cim deploy nginx`, cim/tiles/front.py); after a
+    # write, the front serves the old tiles at most this long. 0: no links (no front).
+    tile_cache_links_s: float = Field(default=2.0, ge=0)
     # numberMatched on items pages: an exact count per request, or (False) omitted where counting a large
     # layer costs too much; paging links do not depend on it. Counting stops at count_limit: beyond it
     # numberMatched is omitted (a page that holds every match is counted for free).

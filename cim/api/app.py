@@ -35,6 +35,7 @@ from cim.api.provider import read_database, write_database
 from cim.db.engine import open_engine
 from cim.settings import get_settings
 from cim.tiles.cache import TileCache
+from cim.tiles.front import CurrentLinks, public_collections
 from cim.tiles.endpoints import RasterTileEndpoints, VectorTileEndpoints
 from cim.tiles.tilesets import CONFORMANCE as TILES_CONFORMANCE
 from cim.tiles.tilesets import MAP_CONFORMANCE
@@ -94,8 +95,11 @@ def create_app() -> Starlette:
 
     set_served_url(url)  # the overlay process's links: this server's URL, not whatever the config file says later
     collection_layers = {name: str(p["data"]) for name, p in layers.items()}
-    cache = TileCache(settings.tile_cache_dir if settings.tile_cache else None)
+    cache = TileCache(settings.tile_cache_dir if settings.tile_cache else None, counter=metrics.tile_cache)
     tiles = VectorTileEndpoints(read_database, collection_layers, url, settings.tiles, cache)
+    if settings.tile_cache and settings.tile_cache_links_s:  # for a front nginx (cim deploy nginx)
+        CurrentLinks(tiles, public_collections(collection_layers, settings.auth.restricted, settings.auth.enabled),
+                     settings.tile_cache_links_s).start()
     map_tiles = RasterTileEndpoints(read_database, url, settings.data_dir, settings.tiles, cache)
     grid = None if settings.geoid_grid is None else str(settings.geoid_grid)
     tiles3d = Tiles3DEndpoints(read_database, collection_layers, url, cache_root(settings.data_dir),

@@ -19,10 +19,12 @@ Responses:
 
 - ``ETag`` (weak) from the database id, the data versions of the layer (and of the layers its attributes
   link to), the tile settings, this software's version and the address: checking it costs one key read,
-  so a conditional GET is a 304 before any geometry work. ``Cache-Control: public, max-age`` from
-  ``cim.tiles.max_age``; after it, clients revalidate.
-- Tiles come from the tile cache (:mod:`cim.tiles.cache`) when it has them for the current data version,
-  else are built and stored there.
+  so a conditional GET is a 304 before any geometry work. A tile's is ``W/"{cache version}-{z}-{row}-{col}"``
+  (:func:`tile_etag`), which a front server that serves the cache's files writes too (:mod:`cim.tiles.front`).
+  ``Cache-Control: public, max-age`` from ``cim.tiles.max_age``; after it, clients revalidate.
+- Tiles, single-collection and combined, come from the tile cache (:mod:`cim.tiles.cache`) when it has them
+  for the current data version, else are built and stored there (combined tiles: one folder per selection,
+  whose layers are in the order asked for).
 - gzip: vector tiles are stored gzip-compressed (level 5) and travel ``Content-Encoding: gzip`` when the
   client sends ``Accept-Encoding: gzip`` (``Vary: Accept-Encoding``), decompressed otherwise: never
   compressed bytes without that header, which clients that do not sniff cannot read. Images are sent as
@@ -103,6 +105,20 @@ def not_modified(request: Request, etag: str) -> bool:
 
 def digest(*parts: Any) -> str:
     return hashlib.blake2b(json.dumps(parts).encode(), digest_size=16).hexdigest()
+
+
+# the cache folder of combined tiles (``/tiles/...``): ``_tiles/mvt-{a+b+…}/{tms}/{version}/…``, one per selection
+DATASET = "_tiles"
+
+
+def dataset_kind(chosen: list[str]) -> str:
+    """The cache kind of the combined tiles of a selection (in the order asked for)."""
+    return "mvt-" + "+".join(chosen)
+
+
+def tile_etag(key: TileKey) -> str:
+    """A tile's validator: its cache version (what its bytes depend on) and its address."""
+    return f'W/"{key.version}-{key.matrix}-{key.row}-{key.col}"'
 
 
 def tile_response(request: Request, data: bytes, gzipped: bool, media_type: str, headers: dict[str, str],
@@ -249,6 +265,15 @@ class VectorTileEndpoints:
     def _versions(self, conn: Connection, t: CIMTables, layer: str) -> list[int]:
         return [layer_version(conn, t, name) for name in (layer, *LINKED_LAYERS.get(layer, ()))]
 
+    def collection_version(self, conn: Connection, t: CIMTables, collection: str) -> str:
+        """The cache version of a collection's tiles now (:class:`cim.tiles.front.CurrentLinks`)."""
+        return self.tile_version(conn, self._versions(conn, t, self.collections[collection]))
+
+    def dataset_version(self, conn: Connection, chosen: list[str], versions: dict[str, list[int]]) -> str:
+        """The cache version of the combined tiles of ``chosen`` (in that order)."""
+        return digest(database_id(conn), [versions[x] for x in chosen], chosen, __version__, TILE_FORMAT,
+                      self._settings_key)
+
     def _etag(self, conn: Connection, request: Request, versions: list[int], media_type: str) -> str:
         key = json.dumps([self._database_id(conn), versions, __version__, TILE_FORMAT, self._settings_key,
                           self.base_url, media_type, request.url.path, sorted(request.query_params.multi_items())])
@@ -332,10 +357,10 @@ class VectorTileEndpoints:
             if lim is None or not lim.contains(r, c):
                 raise HTTPError(HTTPStatus.NOT_FOUND, f"tile {matrix_id}/{r}/{c} is outside the tileMatrixSetLimits "
                                 f"of {collection} in {ts.id}")
-            headers = self._headers(self._etag(conn, request, versions, tilesets.VECTOR_TILE))
+            key = self.tile_key(conn, t, collection, ts, matrix_id, r, c, versions)
+            headers = self._headers(tile_etag(key))
             if not_modified(request, headers["ETag"]):
                 return Response(status_code=HTTPStatus.NOT_MODIFIED, headers=headers)
-            key = self.tile_key(conn, t, collection, ts, matrix_id, r, c, versions)
             cached = self.cache.get(key)
             data = cached.data if cached is not None else self.build(conn, t, key)
         return tile_response(request, data, True, tilesets.VECTOR_TILE, headers)
@@ -363,16 +388,21 @@ class VectorTileEndpoints:
             if not inside:
                 raise HTTPError(HTTPStatus.NOT_FOUND, f"tile {matrix_id}/{r}/{c} is outside the tileMatrixSetLimits "
                                 f"of {', '.join(in_zoom)} in {ts.id}")
-            headers = self._headers(self._etag(conn, request, [v for x in chosen for v in versions[x]],
-                                               tilesets.VECTOR_TILE))
+            key = TileKey(DATASET, dataset_kind(chosen), ts.id, self.dataset_version(conn, chosen, versions),
+                          matrix_id, r, c, "mvt.gz")
+            headers = self._headers(tile_etag(key))
             if not_modified(request, headers["ETag"]):
                 return Response(status_code=HTTPStatus.NOT_MODIFIED, headers=headers)
-            data = render_layers(conn, t, [
-                tile_query(self.collections[x], x, ts, matrix_id, r, c, storage_srid, self.rules[x], self.settings)
-                for x in inside])
-        if not data:
-            return Response(status_code=HTTPStatus.NO_CONTENT, headers=headers)
-        return Response(data, media_type=tilesets.VECTOR_TILE, headers=headers)
+            cached = self.cache.get(key)
+            if cached is not None:
+                data = cached.data
+            else:
+                mvt = render_layers(conn, t, [
+                    tile_query(self.collections[x], x, ts, matrix_id, r, c, storage_srid, self.rules[x],
+                               self.settings) for x in inside])
+                data = gzip.compress(mvt, compresslevel=5, mtime=0) if mvt else b""
+                self.cache.put(key, data)
+        return tile_response(request, data, True, tilesets.VECTOR_TILE, headers)
 
     def _dataset_tilesets(self, request: Request) -> Response:
         self._format(request, ("json",))
