@@ -758,5 +758,47 @@ def auth_audit(database: DatabaseOpt = None,
     out.print(table)
 
 
+deploy_app = typer.Typer(help="Configuration of the servers around the service.", no_args_is_help=True)
+app.add_typer(deploy_app, name="deploy")
+
+
+@deploy_app.command("nginx")
+def deploy_nginx(
+    app_address: Annotated[Optional[str], typer.Option("--app", help="The app (cim serve) as nginx reaches it, "
+                                                       "host:port (default: cim.host:cim.port)")] = None,
+    listen: Annotated[str, typer.Option(help="nginx's listen parameters")] = "80",
+    server_name: Annotated[str, typer.Option(help="nginx's server_name")] = "_",
+    cache_dir: Annotated[Optional[Path], typer.Option(help="The tile cache folder as nginx sees it (default: "
+                                                      "cim.tile_cache_dir)")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write here (default: standard "
+                                                   "output)")] = None,
+) -> None:
+    """The nginx front (http context, e.g. /etc/nginx/conf.d/cim.conf): cached tiles of the public collections
+    from the tile cache's files, everything else proxied to the app (docs/deployment.md)."""
+    from cim.settings import load_config_file
+    from cim.tiles.front import FrontConfig, nginx_config, public_collections
+    from cim.tiles.seed import vector_collections
+
+    s = _settings(None)
+    if not s.tile_cache or not s.tile_cache_links_s:
+        _fail("the tile cache or its links are off (cim.tile_cache, cim.tile_cache_links_s): nothing for nginx "
+              "to serve")
+    collections = vector_collections(load_config_file(config_path()))
+    try:
+        text = nginx_config(FrontConfig(
+            app=app_address or f"{s.host}:{s.port}", cache_dir=(cache_dir or s.tile_cache_dir).absolute(),
+            public=public_collections(collections, s.auth.restricted, s.auth.enabled),
+            tile_matrix_sets=list(s.tiles.tile_matrix_sets), max_age=s.tiles.max_age,
+            max_body_bytes=s.limits.max_body_bytes, listen=listen, server_name=server_name,
+            source=str(config_path())))
+    except ValueError as exc:
+        _fail(str(exc))
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, encoding="utf-8")
+        err.print(f"wrote {output}", highlight=False)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())
