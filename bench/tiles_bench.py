@@ -295,6 +295,8 @@ def bench_size(label: str, url: str, args: argparse.Namespace, tmp: Path, src: P
         out["tiles_per_zoom"] = {z: sum(1 for t in tiles if t[0] == z) for z in ZOOMS}
         sub = tmp / label
         sub.mkdir()
+        if (tmp / "demo-data").exists():  # server_ours links the demo's DEM from <its folder>/demo-data
+            (sub / "demo-data").symlink_to(tmp / "demo-data")
         for name in args.servers:
             s = None
             try:
@@ -423,6 +425,8 @@ def bench_cached(url: str, args: argparse.Namespace, tmp: Path, src: Path) -> di
         tiles = make_tiles(db, args.tiles, args.seed)
         sub = tmp / "cached"
         sub.mkdir()
+        if (tmp / "demo-data").exists():  # server_ours links the demo's DEM from <its folder>/demo-data
+            (sub / "demo-data").symlink_to(tmp / "demo-data")
         cache = sub / "cache"
         ours = server_ours(url, args.workers, sub, src)
         ours.env.update({"CIM_TILE_CACHE": "true", "CIM_TILE_CACHE_DIR": str(cache)})
@@ -629,6 +633,8 @@ def main() -> None:
     parser.add_argument("--cached", action="store_true",
                         help="also our cached tiles (the app alone, and the nginx front of `cim deploy nginx`) "
                              "against nginx serving the cache's files (100k; needs nginx)")
+    parser.add_argument("--demo-size", type=int, default=100_000,
+                        help="buildings of the throwaway demo (the '100k' database; --cached alone needs fewer)")
     parser.add_argument("--output", type=Path)
     parser.add_argument("--report", type=Path, metavar="JSON")
     args = parser.parse_args()
@@ -665,7 +671,7 @@ def main() -> None:
             from cim.db.throwaway import ThrowawayPostGIS
 
             with ThrowawayPostGIS() as pg:
-                run(make_demo(pg, 100_000, str(tmp / "demo-data"), src))
+                run(make_demo(pg, args.demo_size, str(tmp / "demo-data"), src))
     result["summary"] = summarise(result)
     result["targets"] = targets(result)
     result["markdown"] = markdown(result)

@@ -42,8 +42,9 @@ PACKAGES=(libsqlite3-mod-spatialite ca-certificates)
 command -v npm >/dev/null 2>&1 || PACKAGES+=(nodejs npm)
 [ "${CIM_WITH_POSTGRES_SERVER:-1}" = 0 ] || PACKAGES+=(postgresql postgresql-postgis)
 # the tests drive the HTML pages in a real (headless) browser and query the API with GDAL's OAPIF driver
-# ... and put the service under load with wrk (tests/test_load.py, issue 9)
-case ",$EXTRAS," in *,test,*) PACKAGES+=(chromium gdal-bin wrk) ;; esac
+# ... and put the service under load with wrk (tests/test_load.py, issue 9), and run the nginx front of
+# `cim deploy nginx` before it (tests/test_tiles_front.py)
+case ",$EXTRAS," in *,test,*) PACKAGES+=(chromium gdal-bin wrk nginx) ;; esac
 apt_install "${PACKAGES[@]}"
 
 # python_ok, find_python

@@ -170,7 +170,7 @@ class TileCache:
             os.replace(tmp, link)
             self._drop_other_versions(version_dir)
         except OSError as exc:
-            self._warn(exc, "link")
+            self._warn(exc, "write")  # one warning a minute for a cache that cannot be written, links or tiles
             return False
         return True
 
