@@ -437,7 +437,8 @@ def bench_cached(url: str, args: argparse.Namespace, tmp: Path, src: Path) -> di
         for path in ours.paths["tiles"]:
             fetch(ours.url(path))
         out["fill_s"] = round(time.perf_counter() - t0, 1)
-        versions_ = sorted((cache / "buildings" / "mvt" / "WebMercatorQuad").iterdir())
+        versions_ = sorted(p for p in (cache / "buildings" / "mvt" / "WebMercatorQuad").iterdir()
+                           if p.name != "current")  # (the front's link to the version folder)
         if len(versions_) != 1:
             raise RuntimeError(f"expected one cache version folder, found {versions_}")
         root = versions_[0]
