@@ -119,26 +119,26 @@ def nginx_config(c: FrontConfig) -> str:
         raise ValueError(f"tile cache folder {cache!r}: spaces, quotes, '$', ';', braces or backslashes in it "
                          "cannot be written into an nginx configuration")
     tms = _alternatives(c.tile_matrix_sets)
+    etag = 'W/"$cim_tile_version-$cim_z-$cim_row-$cim_col"'  # cim.tiles.endpoints.tile_etag
+    proxy = """        proxy_pass http://cim_app;
+        include /etc/nginx/proxy_params;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_read_timeout 300s;"""
     address = r"(?<cim_z>[0-9]+)/(?<cim_row>[0-9]+)/(?<cim_col>[0-9]+)$"
     tile_body = f"""        error_page 418 = @cim_app;
         if ($cim_static = 0) {{ return 418; }}
-        if (!-e $document_root) {{ return 418; }}   # no link yet (the app has not started)
-        set $cim_tile_dir $realpath_root;            # the version, read before the file is opened
-        set $cim_encoding gzip;
-        set $cim_vary Accept-Encoding;
-        if (-f $document_root/$cim_z/$cim_row/$cim_col.empty) {{
-            set $cim_encoding "";
-            set $cim_vary "";
-            return 204;
-        }}
-        try_files /$cim_z/$cim_row/$cim_col.mvt.gz @cim_app;
+        # the version, read before the file is opened (no link yet, before the app's first pass: empty, and
+        # nginx logs that realpath failed; there is no file either, so the app answers)
+        set $cim_tile_dir $realpath_root;
+        try_files /$cim_z/$cim_row/$cim_col.mvt.gz @cim_tile_miss;
         types {{ }}
         default_type application/vnd.mapbox-vector-tile;
         etag off;
-        add_header ETag 'W/"$cim_tile_version-$cim_z-$cim_row-$cim_col"';
+        add_header ETag '{etag}';
         add_header Cache-Control "public, max-age={c.max_age}";
-        add_header Content-Encoding $cim_encoding;
-        add_header Vary $cim_vary;"""
+        add_header Content-Encoding gzip;
+        add_header Vary Accept-Encoding;"""
     locations = []
     if c.public:
         locations.append(f"""    # vector tiles of the public collections, from the cache ({cache})
@@ -150,6 +150,16 @@ def nginx_config(c: FrontConfig) -> str:
     location ~ "^/tiles/(?<cim_tms>{tms})/{address}" {{
         root {cache}/{DATASET}/{dataset_kind(c.public)}/$cim_tms/current;
 {tile_body}
+    }}
+    # not a tile with data in the version folder: a tile without data is a 204, as from the app (looked up
+    # only here, so a tile with data costs no second lookup); anything else is the app's to build
+    location @cim_tile_miss {{
+        if (-f $cim_tile_dir/$cim_z/$cim_row/$cim_col.empty) {{
+            add_header ETag '{etag}';
+            add_header Cache-Control "public, max-age={c.max_age}";
+            return 204;
+        }}
+{proxy}
     }}""")
     maps = ""
     if c.public:
@@ -190,18 +200,10 @@ server {{
 {chr(10).join(locations)}
 
     location / {{
-        proxy_pass http://cim_app;
-        include /etc/nginx/proxy_params;
-        proxy_http_version 1.1;
-        proxy_set_header Connection "";
-        proxy_read_timeout 300s;
+{proxy}
     }}
     location @cim_app {{
-        proxy_pass http://cim_app;
-        include /etc/nginx/proxy_params;
-        proxy_http_version 1.1;
-        proxy_set_header Connection "";
-        proxy_read_timeout 300s;
+{proxy}
     }}
 }}
 """
