@@ -16,6 +16,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.postgis]
 
 ITEMS = "/collections/buildings/items"
 TILE = "/collections/buildings/tiles/WebMercatorQuad/15/12249/27650"  # central Benxi; 204 if empty: still read
+BBOX = [123.765, 41.295, 123.775, 41.305]
+# (case-overlay stays on the primary: cim/api/overlay.py)
+PROCESS_READS = [
+    ("cim-tiles-package", {"layers": ["buildings", "roads"], "bbox": BBOX, "zooms": [13, 14]}),
+    ("cim-download", {"layers": ["buildings"], "bbox": BBOX}),
+]
 
 
 def demo_on(url: str, data_dir) -> DemoDB:
@@ -126,6 +132,11 @@ def test_reads_go_to_the_replica_and_follow_the_primary(replicated):
             for _ in range(6):
                 assert c.get(ITEMS, params={"limit": "5"}).status_code == 200
                 assert c.get(TILE).status_code in (200, 204)
+            # the read-only processes read there too: tile package, download (twice each: both workers)
+            for _ in range(2):
+                for process, inputs in PROCESS_READS:
+                    r = c.post(f"/processes/{process}/execution", json={"inputs": inputs, "response": "raw"})
+                    assert r.status_code == 200, (process, r.status_code, r.text[:300])
             assert c.get("/readyz").status_code == 503  # ...but this worker cannot write: not ready
         finally:
             primary.resume()

@@ -13,7 +13,7 @@ import numpy as np
 from pygeoapi.process.base import BaseProcessor
 
 from cim.api.processes import InvalidProcessInput
-from cim.api.provider import database
+from cim.api.provider import write_database
 from cim.crs.registry import CRS84_URI, UnknownCRS, default_registry
 from cim.crs.transform import OutsideArea, swap_axes, transform
 from cim.ops.cases import CASE_TYPES
@@ -114,7 +114,9 @@ def run_overlay(data: dict[str, Any], base_url: str | None = None) -> dict[str, 
     radius = data.get("radius_m", settings.ops.overlay_radius_m)
     if not isinstance(radius, (int, float)) or isinstance(radius, bool) or not 0 < radius <= MAX_RADIUS_M:
         raise InvalidProcessInput(user_msg=f"radius_m: a number of metres, 0 < radius_m <= {MAX_RADIUS_M:g}")
-    engine, t = database(settings.database_url)
+    # the primary even with a replica: the overlay's SQL uses temporary tables, which a hot standby refuses
+    # ("cannot execute ... in a read-only transaction"), and it must see a case written a moment ago
+    engine, t = write_database()
     srid = t.city_object.c.geom.type.srid
     missing: list[str] = []
     with engine.connect() as conn, conn.begin():

@@ -63,7 +63,7 @@ class TilePackageProcessor(BaseProcessor):
         super().__init__(processor_def, PROCESS_METADATA)
 
     def execute(self, data: dict[str, Any], outputs: dict | None = None) -> tuple[str, bytes]:
-        from cim.api.provider import database
+        from cim.api.provider import read_database
 
         layers = data.get("layers")
         if not isinstance(layers, list) or not layers or not all(isinstance(x, str) for x in layers):
@@ -82,7 +82,7 @@ class TilePackageProcessor(BaseProcessor):
             raise InvalidProcessInput(user_msg="format and tile_matrix_set: strings")
         request = PackageRequest(tuple(float(v) for v in bbox), zooms[0], zooms[1], layers, tms, fmt)  # type: ignore[arg-type]
         settings = get_settings()
-        engine, t = database(settings.database_url)
+        engine, t = read_database()  # the replica when there is one
         with tempfile.TemporaryDirectory(prefix="cim-tiles-package-") as tmp:
             path = Path(tmp) / f"cim.{fmt}"
             try:
