@@ -27,7 +27,7 @@ from cim.api.health import healthz, readyz
 from cim.api.limits import BodyLimit, install_handlers
 from cim.api.geovolumes import CONFORMANCE as GEOVOLUMES_CONFORMANCE, GeoVolumeLinks, GeoVolumesEndpoints
 from cim.api.indicators import IndicatorEndpoints
-from cim.api.jobs import SyncExecutionLocation, dismiss_route
+from cim.api.jobs import ProcessExecutions, dismiss_route
 from cim.api.coverage import CoverageBBox
 from cim.api.middleware import BodyRewriter, OfflineAssets
 from cim.api.tracks import TrackEndpoints
@@ -133,7 +133,7 @@ def create_app() -> Starlette:
     ])
     # the last added runs outermost: gzip must see the bodies the rewriting middlewares produce
     app.add_middleware(OfflineAssets)
-    app.add_middleware(SyncExecutionLocation)  # a synchronous execution names no job (inside auth, which records jobs)
+    app.add_middleware(ProcessExecutions)  # execute requests checked; a synchronous one names no job (inside auth)
     app.add_middleware(CoverageBBox)  # pygeoapi answers a bad coverage bbox with a 500
     app.add_middleware(Conformance, classes=TILES_CONFORMANCE + MAP_CONFORMANCE + CASES_CONFORMANCE
                                                + GEOVOLUMES_CONFORMANCE)

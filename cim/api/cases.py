@@ -34,15 +34,29 @@ CONFORMANCE = [
 MAX_BODY = 64 * 1024  # a case is a point and a few properties
 
 
+# examples in the OpenAPI document (Swagger UI offers them as request bodies)
+CASE_EXAMPLE = {"type": "Feature", "geometry": {"type": "Point", "coordinates": [123.7702, 41.3003]},
+                "properties": {"case_type": "BJ0101", "case_status": "reported",
+                               "reported_at": "2026-12-05T08:30:00+08:00", "description": "井盖缺失"}}
+FIXES_EXAMPLE = ("vehicle_id,time,lon,lat,speed\n辽E12345,2026-12-05T08:00:00+08:00,123.7702,41.3003,20\n"
+                 "辽E12345,2026-12-05T08:00:30+08:00,123.7712,41.3005,25\n")
+
+
 def openapi_paths() -> dict[str, Any]:
-    """OpenAPI for what pygeoapi does not document: PATCH and If-Match on a case, its history and related
-    objects, and the GPS fixes route (cim.api.tracks)."""
+    """OpenAPI for what pygeoapi does not document (or documents wrongly): the case writes with If-Match and
+    every status they answer, a case's history and related objects, and the GPS fixes route (cim.api.tracks)."""
     fid = {"name": "featureId", "in": "path", "required": True, "schema": {"type": "string"}}
     if_match = {"name": "If-Match", "in": "header", "required": True, "schema": {"type": "string"},
                 "description": "The case's ETag from a GET (428 without it, 412 when stale)"}
     error = {"description": "OGC exception JSON with the reasons",
              "content": {"application/json": {"schema": {"type": "object"}}}}
     geojson = {"application/geo+json": {"schema": {"type": "object"}}}
+    content_crs = {"name": "Content-Crs", "in": "header", "required": False, "schema": {"type": "string"},
+                   "description": "CRS of the body's coordinates, <URI> (default CRS84)",
+                   "example": "<http://www.opengis.net/def/crs/OGC/1.3/CRS84>"}
+    # a write refused: a body that is not a valid case, no credentials or role, too large, not JSON
+    refused = {"400": error, "401": error, "403": error, "413": error, "415": error}
+    stale = {"404": error, "412": error, "428": error}  # no such case; If-Match stale; If-Match missing
     return {
         ITEMS + "/{featureId}/history": {"get": {
             "tags": ["cases"], "summary": "Every version of a case (the first and a deletion included)",
@@ -56,19 +70,41 @@ def openapi_paths() -> dict[str, Any]:
             "responses": {"200": {"description": "Related objects with distances (m) and a viewpoint",
                                   "content": {"application/json": {"schema": {"type": "object"}}}},
                           "400": error, "404": error}}},
-        ITEMS + "/{featureId}": {"patch": {
-            "tags": ["cases"], "summary": "Update a case with a JSON merge patch (RFC 7396)", "operationId": "patchCase",
-            "parameters": [fid, if_match],
-            "requestBody": {"required": True, "content": {"application/merge-patch+json": {"schema": {"type": "object"}}}},
-            "responses": {"204": {"description": "Updated; the new ETag in the header"}, "400": error, "404": error,
-                          "412": error, "428": error}}},
+        ITEMS: {"post": {
+            "tags": ["cases"], "summary": "Add a case (a GeoJSON Point Feature; Content-Crs names its CRS)",
+            "operationId": "createCase", "parameters": [content_crs],
+            "requestBody": {"required": True, "content": {
+                "application/geo+json": {"schema": {"type": "object"}, "example": CASE_EXAMPLE},
+                "application/json": {"schema": {"type": "object"}}}},
+            "responses": {"201": {"description": "Added; its URL in Location, its ETag in the header"},
+                          **refused, "409": error}}},
+        ITEMS + "/{featureId}": {
+            "patch": {
+                "tags": ["cases"], "summary": "Update a case with a JSON merge patch (RFC 7396)",
+                "operationId": "patchCase", "parameters": [fid, if_match, content_crs],
+                "requestBody": {"required": True,
+                                "content": {"application/merge-patch+json": {"schema": {"type": "object"}}}},
+                "responses": {"204": {"description": "Updated; the new ETag in the header"}, **refused, **stale}},
+            "put": {
+                "tags": ["cases"], "summary": "Replace a case", "operationId": "replaceCase",
+                "parameters": [fid, if_match, content_crs],
+                "requestBody": {"required": True, "content": {**geojson, "application/json": {"schema": {"type": "object"}}}},
+                "responses": {"204": {"description": "Replaced; the new ETag in the header"}, **refused, **stale,
+                              "409": error}},
+            "delete": {
+                "tags": ["cases"], "summary": "Delete a case (its history stays)", "operationId": "deleteCase",
+                "parameters": [fid, if_match],
+                "responses": {"204": {"description": "Deleted"}, "400": error, "401": error, "403": error,
+                              **stale}}},
         "/vehicle-tracks/fixes": {"post": {
             "tags": ["vehicle-tracks"], "summary": "Load vehicle GPS fixes (CSV or JSON), all or nothing",
             "operationId": "postVehicleFixes",
             "parameters": [{"name": "crs", "in": "query", "required": False, "schema": {"type": "string"}}],
-            "requestBody": {"required": True, "content": {"text/csv": {"schema": {"type": "string"}},
+            "requestBody": {"required": True, "content": {"text/csv": {"schema": {"type": "string"},
+                                                                       "example": FIXES_EXAMPLE},
                                                           "application/json": {"schema": {"type": "array"}}}},
-            "responses": {"201": {"description": "Fixes, vehicles and tracks written"}, "400": error}}},
+            "responses": {"201": {"description": "Fixes, vehicles and tracks written",
+                                  "content": {"application/json": {"schema": {"type": "object"}}}}, **refused}}},
     }
 
 

@@ -21,7 +21,7 @@ from cim.db.schema import tables_for
 from cim.settings import Settings, config_path, get_settings, load_config_file
 from cim.tiles.raster import raster_layers
 from cim.tiles.tilesets import map_openapi_paths, openapi_paths
-from cim.web import STATIC_URL
+from cim.web import STATIC_URL, TEMPLATES_DIR
 
 
 
@@ -59,6 +59,7 @@ def pygeoapi_config(settings: Settings, engine: Engine) -> dict[str, Any]:
     server["bind"] = {"host": settings.host, "port": settings.port}
     server["url"] = settings.url
     server.setdefault("limits", {})
+    server.setdefault("templates", {}).setdefault("path", str(TEMPLATES_DIR))  # corrected pygeoapi templates
     server["map"] = {"url": f"{settings.url}{STATIC_URL}/blank-tile.png",
                      "attribution": (server.get("map") or {}).get("attribution", "")}
     # Asynchronous process jobs (city-wide downloads): pygeoapi runs them in a thread of the worker that

@@ -1,8 +1,8 @@
 """The coverage provider of our rasters: pygeoapi's rasterio provider with its query parameters checked.
 
 pygeoapi 0.24 passes a 6-number (3D) bbox through to the rasterio provider, which unpacks four values and
-answered 500, as it did for an unknown bbox-crs and a bbox off the raster (all found by tests/test_fuzz.py); our rasters are 2D,
-so such a bbox is a client error.
+answered 500, as it did for an unknown bbox-crs, a bbox off the raster and a band named twice in ``properties``
+(all found by tests/test_fuzz.py); our rasters are 2D, so such a bbox is a client error.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ class CIMRasterioProvider(RasterioProvider):
               **kwargs):
         if bbox and len(bbox) != 4:
             raise ProviderInvalidQueryError(user_msg="bbox: four numbers (minx,miny,maxx,maxy); the rasters are 2D")
+        if properties and len(set(properties)) != len(properties):  # rasterio then failed to write them: a 500
+            raise ProviderInvalidQueryError(user_msg="properties: each band at most once")
         try:
             return super().query(properties=properties or [], subsets=subsets or {}, bbox=bbox or [], bbox_crs=bbox_crs,
                                  datetime_=datetime_, format_=format_, **kwargs)

@@ -9,17 +9,20 @@ back to, and runs synchronous executions without touching it. A job is removed, 
 access list (cim.api.auth), ``retention_s`` after its last change: finished, or started by a worker that died.
 
 ``dismiss_route`` answers ``DELETE /jobs/{id}`` (pygeoapi 0.24's Starlette app fails on its own answer to it:
-a 500 after the job was removed). ``SyncExecutionLocation`` removes the ``Location: /jobs/{id}`` pygeoapi sends with every synchronous answer of an
+a 500 after the job was removed). ``ProcessExecutions`` refuses execute requests pygeoapi would choke on (400,
+not 500) and removes the ``Location: /jobs/{id}`` pygeoapi sends with every synchronous answer of an
 asynchronous-capable manager: no such job exists.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 import uuid
 from datetime import UTC, datetime
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -93,31 +96,25 @@ class CIMJobManager(TinyDBManager):
                                            subscriber, requested_response)
         headers = None if execution_mode == RequestedProcessExecutionMode.wait else \
             {"Preference-Applied": RequestedProcessExecutionMode.wait.value}
-        mime, outputs = self.run_sync(processor, data_dict, requested_outputs, subscriber, requested_response)
-        # pygeoapi still names a job in its Location header (SyncExecutionLocation removes it)
+        mime, outputs = self.run_sync(processor, data_dict, requested_outputs, requested_response)
+        # pygeoapi still names a job in its Location header (ProcessExecutions removes it)
         return str(uuid.uuid1()), mime, outputs, JobStatus.successful, headers
 
     def run_sync(self, processor: BaseProcessor, data: dict, requested_outputs: dict | None,
-                 subscriber: Subscriber | None, requested_response: str) -> tuple[str, Any]:
-        """Run one synchronous execution; nothing is stored.
+                 requested_response: str) -> tuple[str, Any]:
+        """Run one synchronous execution; nothing is stored, and no subscriber is called back (callbacks are
+        for asynchronous jobs: the client has its answer in the response).
 
         Errors are not turned into a "failed job" (pygeoapi's 400 for any exception): a process's own
         ProcessorExecuteError reaches pygeoapi, which answers with its status and OGC exception JSON; a
         database that cannot answer reaches cim.api.limits' 503 handlers; anything else is a bug and a 500.
         """
-        self.processor = processor  # what pygeoapi's subscriber notifications read
         extra = {"outputs": requested_outputs} if processor.supports_outputs else {}
-        self._send_in_progress_notification(subscriber)
-        try:
-            mime, outputs = processor.execute(data, **extra)
-        except Exception:
-            self._send_failed_notification(subscriber)
-            raise
+        mime, outputs = processor.execute(data, **extra)
         if isinstance(outputs, bytes) and outputs.isascii():
             outputs = outputs.decode("utf-8")
         if requested_response == RequestedResponse.document.value:
             outputs = {"outputs": [outputs]}
-        self._send_success_notification(subscriber, outputs=outputs)
         return mime, outputs
 
     # -- the store: expiry on the way ----------------------------------------------------------------------
@@ -208,9 +205,35 @@ def _mtime(path: Path) -> float:
         return float("inf")
 
 
-class SyncExecutionLocation:
-    """Drops the ``Location`` header of process executions answered synchronously (anything but 201): pygeoapi
-    names a job there that was never stored (and cim.api.auth would keep an access list for it)."""
+def execute_request_error(body: bytes) -> str | None:
+    """What is wrong with an execute request's top level (OGC API – Processes execute.yaml), or None.
+
+    pygeoapi 0.24 reads ``inputs``, ``outputs``, ``response`` and ``subscriber`` without looking: ``null``, a
+    list, or ``"subscriber": 1`` made a 500. Empty bodies and bodies that are not JSON it refuses itself."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None  # pygeoapi's own 400
+    if not isinstance(doc, dict):
+        return "the execute request must be a JSON object ({\"inputs\": {...}})"
+    for name in ("inputs", "outputs"):
+        if doc.get(name) is not None and not isinstance(doc[name], dict):
+            return f"{name}: an object"
+    if "response" in doc and doc["response"] not in ("raw", "document"):
+        return "response: 'raw' or 'document'"
+    subscriber = doc.get("subscriber")
+    if subscriber is not None and not (isinstance(subscriber, dict) and isinstance(subscriber.get("successUri"), str)
+                                       and all(isinstance(subscriber.get(k, ""), str)
+                                               for k in ("inProgressUri", "failedUri"))):
+        return "subscriber: an object with a successUri (and inProgressUri, failedUri) URL"
+    return None
+
+
+class ProcessExecutions:
+    """Around pygeoapi's ``POST /processes/{id}/execution``: an execute request of the wrong shape is a 400 (OGC
+    exception JSON), and the ``Location`` header of an execution answered synchronously (anything but 201) is
+    dropped: pygeoapi names a job there that was never stored (and cim.api.auth would keep an access list
+    for it)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -221,13 +244,34 @@ class SyncExecutionLocation:
                 "/execution")):
             await self.app(scope, receive, send)
             return
+        chunks = []
+        while True:  # bounded by cim.api.limits.BodyLimit, outside
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if (error := execute_request_error(body)) is not None:
+            doc = json.dumps({"code": "InvalidParameterValue", "type": "InvalidParameterValue", "description": error})
+            await Response(doc, HTTPStatus.BAD_REQUEST, media_type="application/json")(scope, receive, send)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start" and message["status"] != 201:
                 message["headers"] = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"location"]
             await send(message)
 
-        await self.app(scope, receive, send_wrapper)
+        await self.app(scope, replay, send_wrapper)
 
 
 def dismiss_route(api: Any) -> Route:
@@ -245,4 +289,4 @@ def dismiss_route(api: Any) -> Route:
     return Route("/jobs/{job_id}", dismiss, methods=["DELETE"])
 
 
-__all__ = ["CIMJobManager", "SyncExecutionLocation", "dismiss_route", "runs_async"]
+__all__ = ["CIMJobManager", "ProcessExecutions", "dismiss_route", "execute_request_error", "runs_async"]

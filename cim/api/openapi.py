@@ -3,7 +3,8 @@
 Every format an operation's `f` parameter offers is documented as a media type of its 200 response (pygeoapi
 lists JSON-LD, schema+json, TileJSON, CoverageJSON formats it serves but not their media types),
 /conformance and /collections get their own OGC responses instead of the landing page's, and /schema and
-/queryables are documented as the JSON Schema documents they are.
+/queryables are documented as the JSON Schema documents they are, and a process's output in every media type it
+can have (GeoPackage or FlatGeobuf, MBTiles or PMTiles).
 """
 
 from __future__ import annotations
@@ -43,8 +44,22 @@ def _inline(response: dict) -> dict:
         "text/html": {"schema": {"type": "string"}}}}
 
 
+def process_media_types() -> dict[str, list[str]]:
+    """Every media type a process's raw output can have (pygeoapi documents one per process: the first)."""
+    from cim.api.downloads import FORMATS as DOWNLOADS
+    from cim.api.tile_packages import MEDIA_TYPES as PACKAGES
+
+    return {"cim-download": [mime for _, mime, _ in DOWNLOADS.values()], "cim-tiles-package": list(PACKAGES.values())}
+
+
 def correct(oas: dict[str, Any]) -> None:
     """Fix the generated document in place."""
+    for process, media_types in process_media_types().items():
+        ok = oas.get("paths", {}).get(f"/processes/{process}/execution", {}).get("post", {}).get("responses", {}).get("200")
+        if ok and isinstance(ok.get("content"), dict) and ok["content"]:
+            schema = next(iter(ok["content"].values())).get("schema", {"type": "string"})
+            for media in media_types:
+                ok["content"].setdefault(media, {"schema": schema})
     components = oas.get("components", {}).get("responses", {})
     queryables = components.get("Queryables", {}).get("content", {})
     if queryables:  # pygeoapi serves /schema and /queryables as JSON Schema documents (application/schema+json),

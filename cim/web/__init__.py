@@ -8,6 +8,7 @@ from pathlib import Path
 
 WEB_DIR = Path(__file__).parent
 STATIC_DIR = WEB_DIR / "static"
+TEMPLATES_DIR = WEB_DIR / "templates"  # pygeoapi templates of ours, searched before its own (server.templates.path)
 STATIC_URL = "/cim-static"  # where the app serves STATIC_DIR
 MAPLIBRE_DIR = WEB_DIR / "node_modules" / "maplibre-gl" / "dist"  # served at STATIC_URL/maplibre-gl
 MAP_PAGE = WEB_DIR / "map.html"
