@@ -286,7 +286,9 @@ def _postgis_statement(t: CIMTables, layer: str, name: str, srid: int, extent: i
         cols.append(func.jsonb_build_object(*pairs).label("extra_attributes"))
     # no "WHERE geom IS NOT NULL": ST_AsMVT skips rows whose geometry is null, and the planner would push
     # that filter into the scan and compute ST_AsMVTGeom twice per row
-    rows = select(*cols).select_from(co.join(picked, picked.c.id == co.c.id)).subquery("q")
+    # ordered by id: the bytes of a tile must not depend on the plan (a generic plan joins in another order;
+    # the tile's ETag is its data version, and caches and packages compare bytes)
+    rows = select(*cols).select_from(co.join(picked, picked.c.id == co.c.id)).order_by(co.c.id).subquery("q")
     return select(func.ST_AsMVT(literal_column("q"), name, literal_column(str(int(extent))),
                                 "geom", "fid")).select_from(rows)
 
