@@ -44,7 +44,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cim.api.limits import BodyTooLarge
-from cim.api.middleware import BodyRewriter
+from cim.api.middleware import BodyRewriter, read_body, replay
 from cim.settings import AuthSettings
 
 log = logging.getLogger("cim.audit")
@@ -230,7 +230,7 @@ class AuthMiddleware:
             named |= await run_in_threadpool(self._job_collections, job.group(1))
         if method in WRITE_METHODS or headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers:
             try:
-                body = await _read_body(receive)
+                body = await read_body(receive, MAX_BODY)
             except BodyTooLarge:  # counted by cim.api.limits.BodyLimit, outside
                 body = None
             if body is None:
@@ -238,7 +238,7 @@ class AuthMiddleware:
                                        code="PayloadTooLarge")
                 return
             named |= names_in(body.decode("utf-8", "replace"), restricted)
-            receive = _replay(body, receive)
+            receive = replay(body, receive)
 
         process_id = path.split("/")[2] if path.startswith("/processes/") and path.count("/") >= 3 else None
         write = policy.is_write(method, path, process_id)
@@ -329,35 +329,6 @@ class AuthMiddleware:
                 await run_in_threadpool(self.audit, [entry])
             except Exception as exc:  # auditing never fails the request; the log line above is kept
                 log.error("audit entry not written to the database: %s", str(exc).splitlines()[0])
-
-
-async def _read_body(receive: Receive) -> bytes | None:
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
 
 
 class ListingScrubber(BodyRewriter):

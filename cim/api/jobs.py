@@ -42,6 +42,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cim.api.middleware import read_body, replay
+
 LOGGER = logging.getLogger(__name__)
 
 ACCESS_DIR = "access"  # cim.api.auth's per-job lists of the restricted collections a job's execution named
@@ -244,34 +246,18 @@ class ProcessExecutions:
                 "/execution")):
             await self.app(scope, receive, send)
             return
-        chunks = []
-        while True:  # bounded by cim.api.limits.BodyLimit, outside
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
+        body = await read_body(receive) or b""  # bounded by cim.api.limits.BodyLimit, outside
         if (error := execute_request_error(body)) is not None:
             doc = json.dumps({"code": "InvalidParameterValue", "type": "InvalidParameterValue", "description": error})
             await Response(doc, HTTPStatus.BAD_REQUEST, media_type="application/json")(scope, receive, send)
             return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start" and message["status"] != 201:
                 message["headers"] = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"location"]
             await send(message)
 
-        await self.app(scope, replay, send_wrapper)
+        await self.app(scope, replay(body, receive), send_wrapper)
 
 
 def dismiss_route(api: Any) -> Route:

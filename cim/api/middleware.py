@@ -1,4 +1,5 @@
-"""ASGI middlewares that edit whole response bodies: one mechanism, several uses."""
+"""ASGI middlewares that edit whole response bodies: one mechanism, several uses; and the two helpers of
+middlewares that read a request's body before the app does (:func:`read_body`, :func:`replay`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,38 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cim.api.config import STATIC_URL
+
+
+async def read_body(receive: Receive, max_bytes: int | None = None) -> bytes | None:
+    """A request's whole body; None once it is over ``max_bytes`` (what was read is dropped)."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if max_bytes is not None and size > max_bytes:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives the app the body a middleware has read, then whatever comes next
+    (a disconnect)."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
 
 
 class BodyRewriter:
