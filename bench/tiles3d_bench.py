@@ -254,28 +254,12 @@ def bench_build(url: str, args: argparse.Namespace, work: Path, results: dict[st
 
 
 # ---------------------------------------------------------------------------------------------- latency part
-NGINX_CONF = """worker_processes {workers};
-user root;
-error_log {prefix}/error.log warn;
-pid {prefix}/nginx.pid;
-events {{ worker_connections 256; }}
-http {{
-  access_log off;
-  sendfile on;
-  tcp_nodelay on;
-  keepalive_requests 1000000;
-  client_body_temp_path {prefix}/body;
-  proxy_temp_path {prefix}/proxy;
-  fastcgi_temp_path {prefix}/fastcgi;
-  uwsgi_temp_path {prefix}/uwsgi;
-  scgi_temp_path {prefix}/scgi;
-  types {{ model/gltf-binary glb; application/json json; }}
+# nginx on the pre-built folder (the main configuration is tiles_bench's)
+STATIC_3DTILES = """  types {{ model/gltf-binary glb; application/json json; }}
   server {{
     listen 127.0.0.1:{port};
     root {root};
-  }}
-}}
-"""
+  }}"""
 
 
 def _content_uris(tile: dict[str, Any]) -> list[str]:
@@ -300,6 +284,7 @@ def _pct(values: list[float], q: float) -> float:
 
 def bench_latency(url: str, args: argparse.Namespace, work: Path, results: dict[str, Any]) -> None:
     from features_bench import Server, connect, free_port, run_wrk, server_ours, wait_idle, write_lua
+    from tiles_bench import nginx_conf
 
     db = connect(url)
     out: dict[str, Any] = results.setdefault("latency", {})
@@ -333,8 +318,8 @@ def bench_latency(url: str, args: argparse.Namespace, work: Path, results: dict[
             port = free_port()
             prefix = sub / f"nginx{level}"
             prefix.mkdir(exist_ok=True)
-            (prefix / "nginx.conf").write_text(NGINX_CONF.format(workers=args.workers, prefix=prefix, port=port,
-                                                                 root=folder))
+            (prefix / "nginx.conf").write_text(nginx_conf(prefix, args.workers,
+                                                          STATIC_3DTILES.format(port=port, root=folder)))
             nginx = Server("nginx", ["nginx", "-c", str(prefix / "nginx.conf"), "-p", str(prefix), "-g", "daemon off;"],
                            {}, prefix, port, prefix / "nginx.log")
             nginx.start(f"/{uris[0]}")

@@ -357,7 +357,10 @@ def bench_size(label: str, url: str, args: argparse.Namespace, tmp: Path, src: P
 
 
 # ---------------------------------------------------------------------------------------------- cached
-NGINX_CONF = """worker_processes {workers};
+def nginx_conf(prefix: Path, workers: int, http: str) -> str:
+    """A whole nginx.conf run from ``prefix`` (pid, error log and temporary folders there; no access log, the
+    files sent with sendfile) around ``http``, the lines of its http context."""
+    return f"""worker_processes {workers};
 user root;
 error_log {prefix}/error.log warn;
 pid {prefix}/nginx.pid;
@@ -372,35 +375,18 @@ http {{
   fastcgi_temp_path {prefix}/fastcgi;
   uwsgi_temp_path {prefix}/uwsgi;
   scgi_temp_path {prefix}/scgi;
-  server {{
+{http}
+}}
+"""
+
+
+# nginx on the cache's files as they are
+STATIC_TILES = """  server {{
     listen 127.0.0.1:{port};
     root {root};
     default_type application/vnd.mapbox-vector-tile;
     add_header Content-Encoding gzip;
-  }}
-}}
-"""
-
-
-# the front as deployed: `cim deploy nginx`'s output included in this http context
-FRONT_CONF = """worker_processes {workers};
-user root;
-error_log {prefix}/error.log warn;
-pid {prefix}/nginx.pid;
-events {{ worker_connections 256; }}
-http {{
-  access_log off;
-  sendfile on;
-  tcp_nodelay on;
-  keepalive_requests 1000000;
-  client_body_temp_path {prefix}/body;
-  proxy_temp_path {prefix}/proxy;
-  fastcgi_temp_path {prefix}/fastcgi;
-  uwsgi_temp_path {prefix}/uwsgi;
-  scgi_temp_path {prefix}/scgi;
-  include {prefix}/cim.conf;
-}}
-"""
+  }}"""
 TILE_ROUTE = 'route="/collections/{collection}/tiles/{tms}/{matrix}/{row}/{col}"'
 
 
@@ -456,7 +442,7 @@ def bench_cached(url: str, args: argparse.Namespace, tmp: Path, src: Path) -> di
         prefix = sub / "nginx"
         prefix.mkdir()
         conf = prefix / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(workers=args.workers, prefix=prefix, port=port, root=root))
+        conf.write_text(nginx_conf(prefix, args.workers, STATIC_TILES.format(port=port, root=root)))
         nginx = Server("nginx", ["nginx", "-c", str(conf), "-p", str(prefix), "-g", "daemon off;"], {}, prefix, port,
                        sub / "nginx.log")
         nginx.paths = {"tiles": [f"/{z}/{row}/{col}.mvt.gz" for z, col, row in tiles]}
@@ -470,7 +456,8 @@ def bench_cached(url: str, args: argparse.Namespace, tmp: Path, src: Path) -> di
                               "--listen", f"127.0.0.1:{fport}", "--cache-dir", str(cache)],
                              env={**os.environ, **ours.env}, cwd=ours.cwd, capture_output=True, text=True, check=True)
         (fprefix / "cim.conf").write_text(gen.stdout)
-        (fprefix / "nginx.conf").write_text(FRONT_CONF.format(workers=args.workers, prefix=fprefix))
+        # the front as deployed: `cim deploy nginx`'s output included in the http context
+        (fprefix / "nginx.conf").write_text(nginx_conf(fprefix, args.workers, f"  include {fprefix}/cim.conf;"))
         front = Server("front", ["nginx", "-c", str(fprefix / "nginx.conf"), "-p", str(fprefix), "-g", "daemon off;"],
                        {}, fprefix, fport, sub / "front.log")
         front.paths = ours.paths
