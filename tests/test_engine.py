@@ -88,3 +88,39 @@ def test_an_idle_connection_the_server_dropped_is_replaced(new_database, monkeyp
             assert conn.execute(text("SELECT 2")).scalar() == 2
     finally:
         engine.dispose()
+
+
+def test_autocommit_reads_leave_no_transaction_and_give_the_pool_back_transactional(new_database):
+    """autocommit(engine): a read is its own statement (no BEGIN, no ROLLBACK at the pool's reset), on the same
+    pool; the connection goes back to the pool transactional, so the next user's writes are atomic again."""
+    from psycopg.pq import TransactionStatus
+    from sqlalchemy import text
+
+    from cim.db.engine import autocommit
+
+    engine = open_engine(new_database("postgis"), pool_size=1, max_overflow=0)
+    try:
+        assert autocommit(engine) is autocommit(engine) and autocommit(engine).pool is engine.pool
+        with autocommit(engine).connect() as conn:
+            assert conn.execute(text("SELECT 1")).scalar() == 1
+            raw = conn.connection.driver_connection
+            assert raw.autocommit and raw.info.transaction_status == TransactionStatus.IDLE
+        with engine.connect() as conn:  # the one pooled connection, transactional again
+            assert conn.connection.driver_connection is raw and not raw.autocommit
+            conn.execute(text("CREATE TABLE t_atomic (x int)"))
+            assert raw.info.transaction_status == TransactionStatus.INTRANS
+            conn.rollback()
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT to_regclass('t_atomic')")).scalar() is None
+    finally:
+        engine.dispose()
+
+
+def test_autocommit_is_the_engine_itself_on_spatialite(tmp_path):
+    engine = open_engine(f"sqlite:///{tmp_path / 'x.sqlite'}", create=True)
+    try:
+        from cim.db.engine import autocommit
+
+        assert autocommit(engine) is engine
+    finally:
+        engine.dispose()

@@ -100,3 +100,55 @@ def test_upgrade_to_v8_fills_the_copy(new_database, backend, column_exists):
         assert n == 2 and bad == []
     finally:
         engine.dispose()
+
+
+def _plan(conn, stmt, params) -> str:
+    from sqlalchemy.dialects import postgresql
+
+    compiled = stmt.compile(dialect=postgresql.dialect())
+    cur = conn.connection.driver_connection.cursor()
+    cur.execute("EXPLAIN " + str(compiled), compiled.construct_params(params))
+    return "\n".join(r[0] for r in cur.fetchall())
+
+
+def test_lonlat_boxes_select_through_the_v9_index_and_agree_with_the_storage_area(demo_db):
+    """PostGIS (schema v9): a CRS84 bbox page and a vector tile select candidates from the longitude/latitude
+    copy through its (layer, geom_lonlat) index, with the same answer as the storage-CRS area filter."""
+    if demo_db.backend != "postgis":
+        pytest.skip("the index is PostGIS's; SpatiaLite filters with its R*Tree on geom")
+    from cim.crs.registry import CRS84_URI, default_registry
+    from cim.crs.transform import query_area
+    from cim.db.queries import FeatureQuery, page_statement
+    from cim.settings import get_settings
+    from cim.tiles.grid import tile_set
+    from cim.tiles.mvt import _condition_values, _postgis_statement, layer_rules, tile_query
+
+    engine = demo_db.engine()
+    try:
+        t = schema.tables_for(engine)
+        reg = default_registry()
+        box = (123.762, 41.292, 123.778, 41.308)  # ~1.3 km around the demo city's centre
+        area = query_area(box, reg.resolve(CRS84_URI), reg.epsg(4550))
+        found = {}
+        with engine.connect() as conn:
+            conn.execute(text("SET enable_seqscan = off"))
+            for kind, q in (("lonlat", FeatureQuery("buildings", area=area, lonlat_box=box, limit=100_000)),
+                            ("area", FeatureQuery("buildings", area=area, limit=100_000))):
+                stmt, params = page_statement(t, "postgresql", q)
+                found[kind] = {r.uid for r in conn.execute(stmt, params)}
+                plan = _plan(conn, stmt, params)
+                assert ("ix_city_object_layer_geom_lonlat" in plan) == (kind == "lonlat"), plan
+            assert found["lonlat"] == found["area"] and len(found["area"]) > 20
+            settings = get_settings().tiles
+            rules = layer_rules(settings, ["buildings"])["buildings"]
+            ts = tile_set("WebMercatorQuad")
+            tile = ts.tms.tile(123.77, 41.30, 15)
+            q = tile_query("buildings", "buildings", ts, "15", tile.y, tile.x, 4550, rules, settings)
+            left, bottom, right, top = q.frame.bounds
+            params = {**_condition_values(t, "postgresql", q),
+                      "tile_bounds": f"BOX({left!r} {bottom!r},{right!r} {top!r})"}
+            plan = _plan(conn, _postgis_statement(t, "buildings", "buildings", 3857, q.extent, q.buffer, q.attributes),
+                         params)
+            assert "ix_city_object_layer_geom_lonlat" in plan, plan
+    finally:
+        engine.dispose()

@@ -16,6 +16,7 @@ import subprocess
 from pathlib import Path
 from urllib.parse import urlparse
 
+import httpx
 import mapbox_vector_tile
 import morecantile
 import numpy as np
@@ -31,7 +32,7 @@ from cim.crs import tms as tms_registry
 from cim.settings import TilesSettings, get_settings
 from cim.tiles import grid, mvt
 
-from .conftest import SHARED
+from .conftest import AUTH_HEADERS, SHARED, start_server, stop_server
 
 OPENAPI = SHARED / "specs/ogc/schemas.opengis.net/ogcapi/tiles/part1/1.0/openapi"
 TMS_SCHEMAS = OPENAPI / "schemas/tms"
@@ -314,6 +315,30 @@ def test_etag_304_cache_control_and_gzip(http):
     with httpx_raw(http, url, {"Accept-Encoding": "gzip"}) as (headers, body):
         assert headers["content-encoding"] == "gzip" and "Accept-Encoding" in headers["vary"]
         assert gzip.decompress(body) == plain.content
+
+
+def test_uncached_tiles_are_sent_as_built_or_compressed_as_asked(demo_db, tmp_path):
+    """With the tile cache off (as the uncached benchmark runs), a tile just built goes to a client without
+    gzip as the database wrote it and compressed to one with gzip: the same tile, Vary either way, no file."""
+    cache = tmp_path / "cache"
+    srv = start_server(demo_db, {"CIM_TILE_CACHE": "false", "CIM_TILE_CACHE_DIR": str(cache)},
+                       log_name="server-no-tile-cache.log")
+    try:
+        with httpx.Client(base_url=srv.url, headers=AUTH_HEADERS, timeout=30) as client:
+            url = tile_url("buildings", "WebMercatorQuad", tile_of("WebMercatorQuad", "16", *CENTRE))
+            plain = client.get(url, headers={"Accept-Encoding": "identity"})
+            assert plain.status_code == 200 and "content-encoding" not in plain.headers
+            assert "Accept-Encoding" in plain.headers["vary"] and len(plain.content) > 1024
+            assert mapbox_vector_tile.decode(plain.content)["buildings"]["features"]
+            with httpx_raw(client, url, {"Accept-Encoding": "gzip"}) as (headers, body):
+                assert headers["content-encoding"] == "gzip" and "Accept-Encoding" in headers["vary"]
+                assert gzip.decompress(body) == plain.content and headers["etag"] == plain.headers["etag"]
+            combined = client.get(f"/tiles/WebMercatorQuad/{url.split('/WebMercatorQuad/')[1]}",
+                                  headers={"Accept-Encoding": "identity"})
+            assert combined.status_code == 200 and "buildings" in mapbox_vector_tile.decode(combined.content)
+    finally:
+        stop_server(srv)
+    assert not cache.exists() or not any(p.is_file() for p in cache.rglob("*"))
 
 
 class httpx_raw:  # noqa: N801  a context manager returning undecoded bytes

@@ -54,7 +54,8 @@ from cim.crs import crs84_srid
 from cim.crs.registry import CRS84_URI, CRSInfo, UnknownCRS, default_registry
 from cim.crs.transform import OutsideArea, query_area, swap_axes, transform
 from cim.db import cql
-from cim.db.queries import FeatureQuery, count_features, feature_statement, page_statement
+from cim.db.engine import autocommit
+from cim.db.queries import SAME_LONLAT, FeatureQuery, count_features, feature_statement, page_statement
 from cim.db.versions import layer_version
 from cim.geometry import is_closed_shell
 from cim.settings import get_settings
@@ -165,13 +166,16 @@ class FeaturesEndpoint:
             if name not in allowed and name not in provider.get_fields():  # property = value filters
                 raise BadRequest(f"unknown query parameter {name!r}")
 
-    def _area(self, request: Request, provider: CIMProvider) -> shapely.Geometry | None:
+    def _area(self, request: Request, provider: CIMProvider,
+              ) -> tuple[shapely.Geometry | None, tuple[float, float, float, float] | None]:
+        """The ``bbox`` as an area in the storage CRS, and as a longitude/latitude box when it is one (given
+        in CRS84, EPSG:4326 or EPSG:4490, not crossing the antimeridian): (None, None) without a bbox."""
         raw = request.query_params.get("bbox")
         bbox_crs_text = request.query_params.get("bbox-crs")
         if raw is None:
             if bbox_crs_text is not None:
                 raise BadRequest("bbox-crs: given without bbox")
-            return None
+            return None, None
         reg = default_registry()
         bbox_crs = _param_crs("bbox-crs", bbox_crs_text)
         try:
@@ -186,9 +190,12 @@ class FeaturesEndpoint:
         if y0 > y1 or (x0 > x1 and not bbox_crs.geographic):
             raise BadRequest("bbox: the lower corner must come first (min <= max)")
         try:
-            return query_area((x0, y0, x1, y1), bbox_crs, reg.epsg(provider.storage_srid))
+            area = query_area((x0, y0, x1, y1), bbox_crs, reg.epsg(provider.storage_srid))
         except OutsideArea as exc:
             raise BadRequest(f"bbox: {exc}") from None
+        lonlat = bbox_crs.offset is None and (bbox_crs.uri == CRS84_URI or bbox_crs.epsg in SAME_LONLAT)
+        box = (max(x0, -180.0), max(y0, -90.0), min(x1, 180.0), min(y1, 90.0)) if lonlat and x0 <= x1 else None
+        return area, box
 
     def _filter(self, request: Request, provider: CIMProvider) -> list:
         """The CQL2 ``filter`` (text or JSON) in ``filter-crs``, compiled to a WHERE clause."""
@@ -298,7 +305,8 @@ class FeaturesEndpoint:
         equals = typed_equals(fields, [(k, v) for k, v in request.query_params.items() if k not in RESERVED])
         srid, swap, post = sql_output(out_crs, provider.storage_srid)
         fg = wants_jsonfg(request)
-        q = FeatureQuery(collection_layer(self.layers[collection]), area=self._area(request, provider),
+        area, lonlat_box = self._area(request, provider)
+        q = FeatureQuery(collection_layer(self.layers[collection]), area=area, lonlat_box=lonlat_box,
                          time=parse_interval(when) if when else None, equals=equals, sortby=sortby,
                          limit=limit + 1, offset=offset, after_id=after, before_id=before,
                          with_geometry=not skip_geometry, output_srid=srid, swap_xy=swap,
@@ -309,13 +317,16 @@ class FeaturesEndpoint:
         media_type = JSONFG if fg else GEOJSON
         page = Page(self, request, collection, limit, offset, after, before, out_crs, fg)
         headers = {"Content-Crs": f"<{out_crs.uri}>", "Cache-Control": CACHE_CONTROL}
-        conn = provider.engine.connect()
+        whole = limit <= STREAM_ABOVE or before is not None  # else streamed from a server-side cursor
+        # a page read whole is a few reads of one statement each: no transaction (one round trip apiece); a
+        # streamed page needs one (PostgreSQL's cursors live in transactions)
+        conn = (autocommit(provider.engine) if whole else provider.engine).connect()
         try:
             if (unchanged := self._conditional(conn, provider, request, media_type, headers)) is not None:
                 conn.close()
                 return unchanged
             first_page = not offset and after is None and before is None
-            if limit <= STREAM_ABOVE or before is not None:
+            if whole:
                 q.versions_of = self._layers(provider)
                 stmt, params = page_statement(provider.tables, provider.dialect, q)
                 rows = conn.execute(stmt, params).mappings().all()
@@ -376,7 +387,7 @@ class FeaturesEndpoint:
         fg = wants_jsonfg(request)
         media_type = JSONFG if fg else GEOJSON
         headers = {"Content-Crs": f"<{out_crs.uri}>", "Cache-Control": CACHE_CONTROL}
-        with provider.engine.connect() as conn:
+        with autocommit(provider.engine).connect() as conn:  # reads of one statement each
             if provider.layer == "cases":
                 # edited in place: a strong per-case ETag for If-Match (cim.api.cases), known before the query
                 weak = self._validator(provider, request, media_type, self._versions(conn, provider))

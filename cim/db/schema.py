@@ -112,6 +112,16 @@ _LONLAT_TRIGGERS_SPATIALITE = (
 )
 
 
+def _v9_lonlat_spatial_index(conn: Connection, t: CIMTables) -> None:
+    """PostGIS: a GiST index on (layer, longitude/latitude footprint), so a longitude/latitude box (a CRS84
+    ``bbox``, a vector tile in any of our tile matrix sets) selects its candidates from the stored copy with a
+    rectangle, instead of a densified polygon transformed into the storage CRS tested against every
+    candidate. SpatiaLite keeps its R*Tree on ``geom`` alone."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("CREATE INDEX IF NOT EXISTS ix_city_object_layer_geom_lonlat ON city_object "
+                          "USING gist (layer, geom_lonlat)"))
+
+
 STEPS: dict[int, Callable[[Connection, CIMTables], None]] = {
     1: _v1_core,
     2: _v2_rasters_and_validity,
@@ -121,6 +131,7 @@ STEPS: dict[int, Callable[[Connection, CIMTables], None]] = {
     6: _v6_operations,
     7: _v7_audit_log,
     8: _v8_lonlat_footprint,
+    9: _v9_lonlat_spatial_index,
 }
 HEAD = max(STEPS)
 

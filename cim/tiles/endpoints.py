@@ -26,8 +26,9 @@ Responses:
   for the current data version, else are built and stored there (combined tiles: one folder per selection,
   whose layers are in the order asked for).
 - gzip: vector tiles are stored gzip-compressed (level 5) and travel ``Content-Encoding: gzip`` when the
-  client sends ``Accept-Encoding: gzip`` (``Vary: Accept-Encoding``), decompressed otherwise: never
-  compressed bytes without that header, which clients that do not sniff cannot read. Images are sent as
+  client sends ``Accept-Encoding: gzip`` (``Vary: Accept-Encoding``), uncompressed otherwise (a tile just
+  built as it came from the database, a cached one decompressed): never compressed bytes without that
+  header, which clients that do not sniff cannot read. Images are sent as
   they are (PNG is deflated already, JPEG and WebP compressed).
 - An empty tile, inside the tileset's limits but with no feature, is **204 No Content** (with its ETag):
   OGC API – Tiles allows it, and clients skip it without decoding.
@@ -57,6 +58,7 @@ from starlette.routing import Route
 from cim import __version__
 from cim.crs import transformer
 from cim.db.models import CIMTables
+from cim.db.engine import autocommit
 from cim.db.queries import extent_statements
 from cim.db.schema import read_meta
 from cim.db.versions import layer_version, raster_key
@@ -121,17 +123,28 @@ def tile_etag(key: TileKey) -> str:
     return f'W/"{key.version}-{key.matrix}-{key.row}-{key.col}"'
 
 
+def accepts_gzip(request: Request) -> bool:
+    return "gzip" in request.headers.get("accept-encoding", "")
+
+
 def tile_response(request: Request, data: bytes, gzipped: bool, media_type: str, headers: dict[str, str],
-                  ) -> Response:
-    """A tile as stored: b"" is 204; gzip bytes go out as they are to a client that accepts gzip."""
+                  vary: bool = False) -> Response:
+    """A tile as stored: b"" is 204; gzip bytes go out as they are to a client that accepts gzip (else
+    decompressed). ``vary``: the answer depends on Accept-Encoding although ``data`` is not compressed."""
     if not data:
         return Response(status_code=HTTPStatus.NO_CONTENT, headers=headers)
-    if gzipped:
+    if gzipped or vary:
         headers = {**headers, "Vary": "Accept-Encoding"}
-        if "gzip" in request.headers.get("accept-encoding", ""):
+    if gzipped:
+        if accepts_gzip(request):
             return Response(data, media_type=media_type, headers={**headers, "Content-Encoding": "gzip"})
         data = gzip.decompress(data)
     return Response(data, media_type=media_type, headers=headers)
+
+
+def compress_tile(mvt: bytes) -> bytes:
+    """A vector tile as the cache stores it: gzip level 5, no timestamp (the same bytes for the same tile)."""
+    return gzip.compress(mvt, compresslevel=5, mtime=0) if mvt else b""
 
 
 def query_format(request: Request, allowed: tuple[str, ...], others: tuple[str, ...] = ()) -> str:
@@ -328,15 +341,27 @@ class VectorTileEndpoints:
         versions = versions if versions is not None else self._versions(conn, t, self.collections[collection])
         return TileKey(collection, "mvt", ts.id, self.tile_version(conn, versions), matrix_id, row, col, "mvt.gz")
 
+    def render_tile(self, conn: Connection, t: CIMTables, key: TileKey) -> bytes:
+        """The tile of ``key`` as MVT bytes (b"" without features), not stored."""
+        q = tile_query(self.collections[key.collection], key.collection, self.sets[key.tms], key.matrix, key.row,
+                       key.col, int(t.city_object.c.geom.type.srid), self.rules[key.collection], self.settings)
+        return render(conn, t, q)
+
     def build(self, conn: Connection, t: CIMTables, key: TileKey) -> bytes:
         """The tile of ``key`` as the cache holds it (gzip-compressed MVT; b"" without features), stored."""
-        ts = self.sets[key.tms]
-        q = tile_query(self.collections[key.collection], key.collection, ts, key.matrix, key.row, key.col,
-                       int(t.city_object.c.geom.type.srid), self.rules[key.collection], self.settings)
-        data = render(conn, t, q)
-        stored = gzip.compress(data, compresslevel=5, mtime=0) if data else b""
+        stored = compress_tile(self.render_tile(conn, t, key))
         self.cache.put(key, stored)
         return stored
+
+    def fresh_response(self, request: Request, key: TileKey, mvt: bytes, headers: dict[str, str]) -> Response:
+        """A tile just built: stored in the cache (when on) and sent compressed to a client that accepts gzip;
+        to any other client as built (never compressed only to be decompressed again)."""
+        stored = compress_tile(mvt) if self.cache.enabled or accepts_gzip(request) else None
+        if self.cache.enabled:
+            self.cache.put(key, stored or b"")
+        if stored is not None and accepts_gzip(request):
+            return tile_response(request, stored, True, tilesets.VECTOR_TILE, headers)
+        return tile_response(request, mvt, False, tilesets.VECTOR_TILE, headers, vary=True)
 
     # ------------------------------------------------------------------ handlers
     def _tile(self, request: Request, collection: str, tms: str, matrix: str, row: str, col: str) -> Response:
@@ -350,7 +375,7 @@ class VectorTileEndpoints:
             raise HTTPError(HTTPStatus.NOT_FOUND, f"{collection} has tiles at zoom {rules.min_zoom}–{rules.max_zoom} "
                             f"(WebMercatorQuad levels); {ts.id} {matrix_id} is zoom {zoom}")
         engine, t = self.database()
-        with engine.connect() as conn:
+        with autocommit(engine).connect() as conn:  # reads only, one statement each
             versions = self._versions(conn, t, layer)
             state = self._state(conn, t, layer, versions[0], ts, rules)
             lim: Limits | None = next((x for x in state.limits if x.matrix == matrix_id), None)
@@ -362,8 +387,10 @@ class VectorTileEndpoints:
             if not_modified(request, headers["ETag"]):
                 return Response(status_code=HTTPStatus.NOT_MODIFIED, headers=headers)
             cached = self.cache.get(key)
-            data = cached.data if cached is not None else self.build(conn, t, key)
-        return tile_response(request, data, True, tilesets.VECTOR_TILE, headers)
+            if cached is not None:
+                return tile_response(request, cached.data, True, tilesets.VECTOR_TILE, headers)
+            mvt = self.render_tile(conn, t, key)
+        return self.fresh_response(request, key, mvt, headers)
 
     def _dataset_tile(self, request: Request, tms: str, matrix: str, row: str, col: str) -> Response:
         ts = self._tile_set(tms)
@@ -377,7 +404,7 @@ class VectorTileEndpoints:
                             f"(WebMercatorQuad zoom {zoom})")
         engine, t = self.database()
         storage_srid = int(t.city_object.c.geom.type.srid)
-        with engine.connect() as conn:
+        with autocommit(engine).connect() as conn:  # reads only, one statement each
             versions = {x: self._versions(conn, t, self.collections[x]) for x in chosen}
             inside = []
             for x in in_zoom:
@@ -395,14 +422,11 @@ class VectorTileEndpoints:
                 return Response(status_code=HTTPStatus.NOT_MODIFIED, headers=headers)
             cached = self.cache.get(key)
             if cached is not None:
-                data = cached.data
-            else:
-                mvt = render_layers(conn, t, [
-                    tile_query(self.collections[x], x, ts, matrix_id, r, c, storage_srid, self.rules[x],
-                               self.settings) for x in inside])
-                data = gzip.compress(mvt, compresslevel=5, mtime=0) if mvt else b""
-                self.cache.put(key, data)
-        return tile_response(request, data, True, tilesets.VECTOR_TILE, headers)
+                return tile_response(request, cached.data, True, tilesets.VECTOR_TILE, headers)
+            mvt = render_layers(conn, t, [
+                tile_query(self.collections[x], x, ts, matrix_id, r, c, storage_srid, self.rules[x],
+                           self.settings) for x in inside])
+        return self.fresh_response(request, key, mvt, headers)
 
     def _dataset_tilesets(self, request: Request) -> Response:
         self._format(request, ("json",))

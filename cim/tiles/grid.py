@@ -160,12 +160,15 @@ class TileFrame:
     ``bounds`` in the set's CRS (what MVT coordinates are relative to); ``area``: the tile with its buffer
     as a polygon in the storage CRS, clipped to where stored data can be (the storage CRS's area of use),
     densified; ``pixel``: the size of one pixel of a 256-pixel tile in storage units along x and y, at the
-    tile's centre (or the nearest data); ``span``: the tile's width in the set's CRS.
+    tile's centre (or the nearest data); ``span``: the tile's width in the set's CRS; ``lonlat``: the tile with
+    its buffer as a longitude/latitude box (west, south, east, north), exactly: each of our tile matrix sets
+    is in longitude/latitude or Web Mercator, whose tiles are longitude/latitude rectangles.
     """
 
     bounds: tuple[float, float, float, float]
     area: shapely.Geometry
     pixel: tuple[float, float]
+    lonlat: tuple[float, float, float, float] | None = None  # None: outside any longitude/latitude
 
     @property
     def span(self) -> float:
@@ -178,25 +181,31 @@ def tile_frame(ts: TileSet, matrix: str, row: int, col: int, storage_srid: int, 
     left, bottom, right, top = bounds = tile_bounds(ts, matrix, row, col)
     dx, dy = (right - left) * buffer_fraction, (top - bottom) * buffer_fraction
     buffered = (left - dx, bottom - dy, right + dx, top + dy)
-    area = _storage_area(ts, buffered, storage_srid)
-    return TileFrame(bounds, area, _pixel(ts, bounds, area, storage_srid))
+    lonlat = _lonlat_box(ts, buffered)
+    area = _storage_area(ts, buffered, lonlat, storage_srid)
+    return TileFrame(bounds, area, _pixel(ts, bounds, area, storage_srid), lonlat)
 
 
-def _storage_area(ts: TileSet, bbox: tuple[float, float, float, float], storage_srid: int) -> shapely.Geometry:
+def _lonlat_box(ts: TileSet, bbox: tuple[float, float, float, float]) -> tuple[float, float, float, float] | None:
+    if pyproj_crs(ts.srid).is_geographic:
+        return max(bbox[0], -180.0), max(bbox[1], -90.0), min(bbox[2], 180.0), min(bbox[3], 90.0)
+    # Web Mercator (and any projected set): its tiles are lon/lat rectangles, or covered by this bbox
+    try:
+        lonlat = transformer(ts.srid, "OGC:CRS84").transform_bounds(*bbox, densify_pts=21)
+    except Exception:  # pyproj raises on bounds it cannot transform: a tile far from any data
+        return None
+    return tuple(float(v) for v in lonlat) if all(np.isfinite(lonlat)) else None  # type: ignore[return-value]
+
+
+def _storage_area(ts: TileSet, bbox: tuple[float, float, float, float],
+                  lonlat: tuple[float, float, float, float] | None, storage_srid: int) -> shapely.Geometry:
     if ts.srid == storage_srid:
         return shapely.box(*bbox)
+    if lonlat is None:
+        return shapely.Polygon()
     reg = default_registry()
-    if pyproj_crs(ts.srid).is_geographic:
-        lonlat = (max(bbox[0], -180.0), max(bbox[1], -90.0), min(bbox[2], 180.0), min(bbox[3], 90.0))
-    else:  # Web Mercator (and any projected set): its tiles are lon/lat rectangles, or covered by this bbox
-        try:
-            lonlat = transformer(ts.srid, "OGC:CRS84").transform_bounds(*bbox, densify_pts=21)
-        except Exception:  # pyproj raises on bounds it cannot transform: a tile far from any data
-            return shapely.Polygon()
-        if not all(np.isfinite(lonlat)):
-            return shapely.Polygon()
     try:
-        return query_area(tuple(float(v) for v in lonlat), reg.resolve(CRS84_URI), reg.epsg(storage_srid))
+        return query_area(lonlat, reg.resolve(CRS84_URI), reg.epsg(storage_srid))
     except OutsideArea:
         return shapely.Polygon()
 

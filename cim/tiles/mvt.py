@@ -21,7 +21,7 @@ What goes into a tile (both backends, one set of rules):
   (typed properties, and keys of the object's other attributes); the MVT feature id is the database row id.
   Timestamps are RFC 3339 UTC text, dates ISO text, null values are left out.
 
-PostGIS: one statement (``ST_AsMVTGeom`` + ``ST_AsMVT``), the cap applied to ids before any geometry work.
+PostGIS: one statement (``ST_AsMVTGeom`` + ``ST_AsMVT``), each candidate read once, the cap applied before ST_AsMVTGeom.
 SpatiaLite has no MVT functions: rows come back as WKB and shapely (vectorised) and mapbox-vector-tile
 encode them. An empty tile is ``b""``.
 """
@@ -43,7 +43,7 @@ from sqlalchemy.orm import aliased
 from cim.crs import transformer
 from cim.db.models import LAYERS, CIMTables
 from cim.db.queries import (LINKS, PROPERTY_COLUMN, area_filter_parameters, area_filter_values, footprint_in,
-                             layer_properties, to_utc)
+                             layer_properties, lonlat_box_filter, lonlat_box_values, to_utc)
 from cim.settings import TilesSettings
 from cim.tiles.grid import PIXELS, TileFrame, TileSet, tile_frame, web_mercator_zoom
 
@@ -170,7 +170,7 @@ def tile_query(layer: str, name: str, ts: TileSet, matrix: str, row: int, col: i
 
 def render(conn: Connection, t: CIMTables, q: TileQuery) -> bytes:
     """The tile as MVT bytes; ``b""`` when no feature is in it."""
-    if q.frame.area.is_empty:
+    if q.frame.area.is_empty or q.frame.lonlat is None:
         return b""
     if conn.dialect.name == "postgresql":
         return _postgis(conn, t, q)
@@ -195,24 +195,33 @@ def _conditions(t: CIMTables, dialect: str, layer: str) -> list[Any]:
     area = func.ST_Area(g)
     polygon_ok = and_(area >= bindparam("min_area", type_=Float),
                       area * 2 >= bindparam("min_width", type_=Float) * func.ST_Perimeter(g))
-    return [co.c.layer == layer, area_filter_parameters(t, dialect),
+    # PostGIS: the tile as a longitude/latitude rectangle against the stored copy, through its index
+    spatial = lonlat_box_filter(t) if dialect == "postgresql" else area_filter_parameters(t, dialect)
+    return [co.c.layer == layer, spatial,
             case((func.ST_Dimension(g) == 2, polygon_ok),
                  (func.ST_Dimension(g) == 1, func.ST_Length(g) >= bindparam("min_length", type_=Float)),
                  else_=true())]
 
 
 def _condition_values(t: CIMTables, dialect: str, q: TileQuery) -> dict[str, Any]:
+    spatial = lonlat_box_values(t, q.frame.lonlat) if dialect == "postgresql" and q.frame.lonlat is not None \
+        else area_filter_values(t, dialect, q.frame.area)
     return {"min_area": q.min_area, "min_width": q.min_width, "min_length": q.min_length,
-            "max_features": q.max_features, **area_filter_values(t, dialect, q.frame.area)}
+            "max_features": q.max_features, **spatial}
+
+
+def _cap_rank(t: CIMTables) -> Any:
+    """The size a capped tile ranks by: area of polygons, length of lines, points 0, rounded to 0.01 so both
+    databases rank alike."""
+    g = t.city_object.c.geom
+    size = case((func.ST_Dimension(g) == 2, func.ST_Area(g)), (func.ST_Dimension(g) == 1, func.ST_Length(g)),
+                else_=literal(0.0))
+    return func.round(size * 100)
 
 
 def _cap_order(t: CIMTables) -> list[Any]:
-    """Largest first (area, length; points 0), rounded to 0.01 so both databases rank alike; then id."""
-    co = t.city_object
-    g = co.c.geom
-    size = case((func.ST_Dimension(g) == 2, func.ST_Area(g)), (func.ST_Dimension(g) == 1, func.ST_Length(g)),
-                else_=literal(0.0))
-    return [func.round(size * 100).desc(), co.c.id]
+    """Largest first, then id."""
+    return [_cap_rank(t).desc(), t.city_object.c.id]
 
 
 def _typed_columns(t: CIMTables, dialect: str, names: Iterable[str]) -> list[Any]:
@@ -235,22 +244,6 @@ def _typed_columns(t: CIMTables, dialect: str, names: Iterable[str]) -> list[Any
 # ---------------------------------------------------------------------------------------------- PostGIS
 
 
-def _picked(t: CIMTables, layer: str) -> Any:
-    """The ids of the tile's features: every candidate when they are no more than the cap, else the largest
-    ``max_features`` of them; ranking them (area or length of each, a sort) only in the second case.
-
-    Which of the two runs is decided once, at execution (a one-time filter on the count of the candidates,
-    materialized once): a tile under the cap, nearly every tile, pays no ranking (it was a third of a z14
-    tile's candidate step)."""
-    co = t.city_object
-    cap = bindparam("max_features", type_=BigInteger)
-    candidates = select(co.c.id).where(*_conditions(t, "postgresql", layer)).cte("candidates").prefix_with("MATERIALIZED")
-    count = select(func.count()).select_from(candidates).scalar_subquery()
-    largest = (select(co.c.id).join(candidates, candidates.c.id == co.c.id).where(count > cap)
-               .order_by(*_cap_order(t)).limit(cap).subquery("largest"))
-    return union_all(select(candidates.c.id).where(count <= cap), select(largest.c.id)).subquery("picked")
-
-
 def _postgis(conn: Connection, t: CIMTables, q: TileQuery) -> bytes:
     left, bottom, right, top = q.frame.bounds
     params = {**_condition_values(t, "postgresql", q), "tile_bounds": f"BOX({left!r} {bottom!r},{right!r} {top!r})"}
@@ -265,17 +258,11 @@ def _postgis_statement(t: CIMTables, layer: str, name: str, srid: int, extent: i
     """The tile statement of one shape of tile (layer, set, grid, attributes), the tile's values as
     parameters: building it per tile was ~a fifth of the handler's time."""
     co = t.city_object
-    picked = _picked(t, layer)
     # tile matrix sets in longitude/latitude read the stored copy as it is, WebMercatorQuad projects it
     # (4490 → 3857: the forward Mercator only; the inverse Gauss–Krüger from the storage CRS was most of a
     # tile's time, bench/README.md); always an integer SRID, never text (PERF-NOTES)
-    geom = footprint_in(t, srid, project_lonlat=True)
-    # the tile's bounds as one parameter typed box2d: in the generic plan PostgreSQL settles on after five
-    # runs, ST_MakeEnvelope of parameters was evaluated for every row
-    bounds = text("CAST(:tile_bounds AS box2d)")
-    mvt_geom = func.ST_AsMVTGeom(geom, bounds, literal_column(str(int(extent))), literal_column(str(int(buffer))), True)
-    cols = [co.c.id.label("fid"), mvt_geom.label("geom"), co.c.uid.label(ID_PROPERTY),
-            *_typed_columns(t, "postgresql", attributes.typed)]
+    written = [co.c.id.label("fid"), footprint_in(t, srid, project_lonlat=True).label("_g"),
+               co.c.uid.label(ID_PROPERTY), *_typed_columns(t, "postgresql", attributes.typed)]
     if attributes.extra:
         # a jsonb column: ST_AsMVT writes each key as an attribute (numbers integral → int, else double;
         # null, arrays and objects left out)
@@ -283,12 +270,31 @@ def _postgis_statement(t: CIMTables, layer: str, name: str, srid: int, extent: i
         for key in attributes.extra:
             k = cast(literal(key), Text)
             pairs += [k, co.c.attributes.op("->")(k)]
-        cols.append(func.jsonb_build_object(*pairs).label("extra_attributes"))
+        written.append(func.jsonb_build_object(*pairs).label("extra_attributes"))
+    # The candidates, materialized once with everything the tile writes (the table is read once per feature,
+    # not again by id). Every candidate when they are no more than the cap, else the largest
+    # ``max_features``: which of the two runs is decided once, at execution (a one-time filter on their
+    # count), so a tile under the cap, nearly every tile, pays no ranking (a third of a z14 tile's candidate
+    # step when it ranked them all).
+    candidates = (select(*written, _cap_rank(t).label("_cap_rank")).where(*_conditions(t, "postgresql", layer))
+                  .cte("candidates").prefix_with("MATERIALIZED"))
+    c = candidates.c
+    out = [c[col.name] for col in written]
+    cap = bindparam("max_features", type_=BigInteger)
+    count = select(func.count()).select_from(candidates).scalar_subquery()
+    largest = select(*out).where(count > cap).order_by(c["_cap_rank"].desc(), c.fid).limit(cap).subquery("largest")
+    picked = union_all(select(*out).where(count <= cap), select(largest)).subquery("picked")
+    # the tile's bounds as one parameter typed box2d: in the generic plan PostgreSQL settles on after five
+    # runs, ST_MakeEnvelope of parameters was evaluated for every row
+    bounds = text("CAST(:tile_bounds AS box2d)")
+    mvt_geom = func.ST_AsMVTGeom(picked.c["_g"], bounds, literal_column(str(int(extent))),
+                                 literal_column(str(int(buffer))), True)
+    cols = [picked.c.fid, mvt_geom.label("geom"), *(picked.c[col.name] for col in written[2:])]
     # no "WHERE geom IS NOT NULL": ST_AsMVT skips rows whose geometry is null, and the planner would push
     # that filter into the scan and compute ST_AsMVTGeom twice per row
     # ordered by id: the bytes of a tile must not depend on the plan (a generic plan joins in another order;
     # the tile's ETag is its data version, and caches and packages compare bytes)
-    rows = select(*cols).select_from(co.join(picked, picked.c.id == co.c.id)).order_by(co.c.id).subquery("q")
+    rows = select(*cols).order_by(picked.c.fid).subquery("q")
     return select(func.ST_AsMVT(literal_column("q"), name, literal_column(str(int(extent))),
                                 "geom", "fid")).select_from(rows)
 
