@@ -52,7 +52,7 @@ from cim import __version__
 from cim.api.provider import CIMProvider, database_id, parse_interval, typed_equals
 from cim.crs import crs84_srid
 from cim.crs.registry import CRS84_URI, CRSInfo, UnknownCRS, default_registry
-from cim.crs.transform import OutsideArea, query_area, swap_axes, transform
+from cim.crs.transform import OutsideArea, clip_lonlat_bbox, query_area, swap_axes, transform
 from cim.db import cql
 from cim.db.engine import autocommit
 from cim.db.queries import SAME_LONLAT, FeatureQuery, count_features, feature_statement, page_statement
@@ -189,6 +189,14 @@ class FeaturesEndpoint:
         (x0, x1), (y0, y1) = swap_axes(bbox_crs, (a0, a1), (b0, b1))  # the CRS's axis order → x/y
         if y0 > y1 or (x0 > x1 and not bbox_crs.geographic):
             raise BadRequest("bbox: the lower corner must come first (min <= max)")
+        if bbox_crs.uri == CRS84_URI and provider.dialect == "postgresql":
+            # the box itself, clipped to where stored data can be, is the filter (lonlat_box_filter): no
+            # densified polygon in the storage CRS to build (~0.4 ms of a 100-feature page's ~2 ms of Python)
+            boxes = clip_lonlat_bbox((x0, y0, x1, y1), reg.epsg(provider.storage_srid).area)
+            if not boxes:
+                return shapely.Polygon(), None
+            if len(boxes) == 1:
+                return None, boxes[0]
         try:
             area = query_area((x0, y0, x1, y1), bbox_crs, reg.epsg(provider.storage_srid))
         except OutsideArea as exc:

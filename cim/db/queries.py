@@ -74,8 +74,9 @@ class FeatureQuery:
 
     layer: str
     area: shapely.Geometry | None = None  # storage CRS: features intersecting it
-    # the same area as a longitude/latitude box (west ≤ east) when it is one (a CRS84 bbox): PostGIS then
-    # filters the stored longitude/latitude copy with it (lonlat_box_filter), SpatiaLite still uses ``area``
+    # the area as a longitude/latitude box (west ≤ east) when it is one (a CRS84 bbox): PostGIS filters the
+    # stored longitude/latitude copy with it (lonlat_box_filter) and ``area`` may then be None; SpatiaLite
+    # uses ``area``
     lonlat_box: tuple[float, float, float, float] | None = None
     time: tuple[datetime | None, datetime | None] | None = None  # validity overlaps [start, end]
     equals: dict[str, Any] = field(default_factory=dict)  # property = value
@@ -235,10 +236,13 @@ def where_clauses(t: CIMTables, dialect: str, q: FeatureQuery) -> list[ColumnEle
 
 
 def _spatial_kind(dialect: str, q: FeatureQuery) -> str | None:
-    """How a query's area is filtered: ``lonlat`` (PostGIS, a longitude/latitude box), ``area``, or None."""
+    """How a query's area is filtered: ``lonlat`` (PostGIS, a longitude/latitude box), ``area``, or None
+    (no area, or an empty one: :func:`_other_filters` then matches nothing)."""
+    if q.lonlat_box is not None and dialect == "postgresql":
+        return "lonlat"
     if q.area is None or q.area.is_empty:
         return None
-    return "lonlat" if q.lonlat_box is not None and dialect == "postgresql" else "area"
+    return "area"
 
 
 def _other_filters(t: CIMTables, dialect: str, q: FeatureQuery) -> list[ColumnElement[bool]]:
