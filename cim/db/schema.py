@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection, Engine, func, inspect, select, text
 
 from cim.db.engine import CIMDatabaseError, safe_url
-from cim.db.models import CIMTables, build_tables, cim_tables
+from cim.db.models import LAYERS, CIMTables, build_tables, cim_tables
 from cim.db.versions import bump
 
 
@@ -113,13 +113,19 @@ _LONLAT_TRIGGERS_SPATIALITE = (
 
 
 def _v9_lonlat_spatial_index(conn: Connection, t: CIMTables) -> None:
-    """PostGIS: a GiST index on (layer, longitude/latitude footprint), so a longitude/latitude box (a CRS84
-    ``bbox``, a vector tile in any of our tile matrix sets) selects its candidates from the stored copy with a
-    rectangle, instead of a densified polygon transformed into the storage CRS tested against every
-    candidate. SpatiaLite keeps its R*Tree on ``geom`` alone."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(text("CREATE INDEX IF NOT EXISTS ix_city_object_layer_geom_lonlat ON city_object "
-                          "USING gist (layer, geom_lonlat)"))
+    """PostGIS: a GiST index on the longitude/latitude footprint of each served layer (partial: ``WHERE layer
+    = '…'``), so a longitude/latitude box (a CRS84 ``bbox``, a vector tile in any of our tile matrix sets)
+    selects that layer's candidates from the stored copy with a rectangle. One index per layer, not one on
+    (layer, geom_lonlat): around a 500 m box of the demo city lie 37 buildings and 2,928 building
+    components, which a two-column GiST reads through too (the scan of a W1 page: 2.05 ms against 0.05
+    ms). Queries name the layer as a literal (:func:`cim.db.queries.layer_is`) so that prepared statements'
+    generic plans can still use them. SpatiaLite keeps its R*Tree on ``geom``."""
+    if conn.dialect.name != "postgresql":
+        return
+    for layer in LAYERS:
+        name = "ix_city_object_lonlat_" + layer.replace("-", "_")
+        conn.execute(text(f"CREATE INDEX IF NOT EXISTS {name} ON city_object USING gist (geom_lonlat) "
+                          f"WHERE layer = '{layer}'"))
 
 
 STEPS: dict[int, Callable[[Connection, CIMTables], None]] = {

@@ -43,7 +43,7 @@ from sqlalchemy.orm import aliased
 from cim.crs import transformer
 from cim.db.models import LAYERS, CIMTables
 from cim.db.queries import (LINKS, PROPERTY_COLUMN, area_filter_parameters, area_filter_values, footprint_in,
-                             layer_properties, lonlat_box_filter, lonlat_box_values, to_utc)
+                             layer_is, layer_properties, lonlat_box_filter, lonlat_box_values, to_utc)
 from cim.settings import TilesSettings
 from cim.tiles.grid import PIXELS, TileFrame, TileSet, tile_frame, web_mercator_zoom
 
@@ -197,7 +197,7 @@ def _conditions(t: CIMTables, dialect: str, layer: str) -> list[Any]:
                       area * 2 >= bindparam("min_width", type_=Float) * func.ST_Perimeter(g))
     # PostGIS: the tile as a longitude/latitude rectangle against the stored copy, through its index
     spatial = lonlat_box_filter(t) if dialect == "postgresql" else area_filter_parameters(t, dialect)
-    return [co.c.layer == layer, spatial,
+    return [layer_is(t, layer), spatial,
             case((func.ST_Dimension(g) == 2, polygon_ok),
                  (func.ST_Dimension(g) == 1, func.ST_Length(g) >= bindparam("min_length", type_=Float)),
                  else_=true())]
