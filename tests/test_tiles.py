@@ -29,6 +29,8 @@ from referencing.jsonschema import DRAFT202012
 from sqlalchemy import text
 
 from cim.crs import tms as tms_registry
+from cim.db.schema import tables_for
+from cim.db.versions import bump
 from cim.settings import TilesSettings, get_settings
 from cim.tiles import grid, mvt
 
@@ -336,6 +338,18 @@ def test_uncached_tiles_are_sent_as_built_or_compressed_as_asked(demo_db, tmp_pa
             combined = client.get(f"/tiles/WebMercatorQuad/{url.split('/WebMercatorQuad/')[1]}",
                                   headers={"Accept-Encoding": "identity"})
             assert combined.status_code == 200 and "buildings" in mapbox_vector_tile.decode(combined.content)
+            # PostGIS reads the data versions with the tile (one statement): a write shows in the next ETag
+            engine = demo_db.engine()
+            try:
+                with engine.begin() as conn:
+                    bump(conn, tables_for(engine), ["buildings"])
+            finally:
+                engine.dispose()
+            after = client.get(url, headers={"Accept-Encoding": "identity"})
+            assert after.headers["etag"] != plain.headers["etag"] and after.content == plain.content
+            assert client.get(url).headers["etag"] == after.headers["etag"]
+            assert client.get(url, headers={"If-None-Match": after.headers["etag"]}).status_code == 304
+            assert client.get(url, headers={"If-None-Match": plain.headers["etag"]}).status_code == 200
     finally:
         stop_server(srv)
     assert not cache.exists() or not any(p.is_file() for p in cache.rglob("*"))

@@ -42,6 +42,7 @@ from sqlalchemy.orm import aliased
 
 from cim.crs import transformer
 from cim.db.models import LAYERS, CIMTables
+from cim.db.versions import version_columns
 from cim.db.queries import (LINKS, PROPERTY_COLUMN, area_filter_parameters, area_filter_values, footprint_in,
                              layer_is, layer_properties, lonlat_box_filter, lonlat_box_values, to_utc)
 from cim.settings import TilesSettings
@@ -173,7 +174,7 @@ def render(conn: Connection, t: CIMTables, q: TileQuery) -> bytes:
     if q.frame.area.is_empty or q.frame.lonlat is None:
         return b""
     if conn.dialect.name == "postgresql":
-        return _postgis(conn, t, q)
+        return bytes(_postgis(conn, t, q)[0] or b"")
     return _spatialite(conn, t, q)
 
 
@@ -244,17 +245,28 @@ def _typed_columns(t: CIMTables, dialect: str, names: Iterable[str]) -> list[Any
 # ---------------------------------------------------------------------------------------------- PostGIS
 
 
-def _postgis(conn: Connection, t: CIMTables, q: TileQuery) -> bytes:
+def render_with_versions(conn: Connection, t: CIMTables, q: TileQuery, layers: tuple[str, ...],
+                         ) -> tuple[bytes, list[int]] | None:
+    """PostGIS: the tile and the data versions of ``layers`` read by the same statement (one round trip
+    instead of two; cim.db.versions.version_columns); None where that is not how the tile is built (SpatiaLite,
+    a tile outside any data)."""
+    if conn.dialect.name != "postgresql" or q.frame.area.is_empty or q.frame.lonlat is None:
+        return None
+    row = _postgis(conn, t, q, layers)
+    return bytes(row[0] or b""), [int(v) for v in row[1:]]
+
+
+def _postgis(conn: Connection, t: CIMTables, q: TileQuery, versions_of: tuple[str, ...] = ()) -> Any:
     left, bottom, right, top = q.frame.bounds
     params = {**_condition_values(t, "postgresql", q), "tile_bounds": f"BOX({left!r} {bottom!r},{right!r} {top!r})"}
-    stmt = _postgis_statement(t, q.layer, q.name, int(q.tile_set.srid), q.extent, q.buffer, q.attributes)
-    data = conn.execute(stmt, params).scalar()
-    return bytes(data or b"")
+    stmt = _postgis_statement(t, q.layer, q.name, int(q.tile_set.srid), q.extent, q.buffer, q.attributes,
+                              versions_of)
+    return conn.execute(stmt, params).one()
 
 
 @lru_cache(maxsize=256)
 def _postgis_statement(t: CIMTables, layer: str, name: str, srid: int, extent: int, buffer: int,
-                       attributes: Attributes) -> Any:
+                       attributes: Attributes, versions_of: tuple[str, ...] = ()) -> Any:
     """The tile statement of one shape of tile (layer, set, grid, attributes), the tile's values as
     parameters: building it per tile was ~a fifth of the handler's time."""
     co = t.city_object
@@ -295,8 +307,8 @@ def _postgis_statement(t: CIMTables, layer: str, name: str, srid: int, extent: i
     # ordered by id: the bytes of a tile must not depend on the plan (a generic plan joins in another order;
     # the tile's ETag is its data version, and caches and packages compare bytes)
     rows = select(*cols).order_by(picked.c.fid).subquery("q")
-    return select(func.ST_AsMVT(literal_column("q"), name, literal_column(str(int(extent))),
-                                "geom", "fid")).select_from(rows)
+    return select(func.ST_AsMVT(literal_column("q"), name, literal_column(str(int(extent))), "geom", "fid"),
+                  *version_columns(t, versions_of)).select_from(rows)
 
 
 # ---------------------------------------------------------------------------------------------- SpatiaLite
