@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import shapely
 import yaml
+from pyproj import Transformer
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
@@ -350,6 +351,31 @@ def test_uncached_tiles_are_sent_as_built_or_compressed_as_asked(demo_db, tmp_pa
             assert client.get(url).headers["etag"] == after.headers["etag"]
             assert client.get(url, headers={"If-None-Match": after.headers["etag"]}).status_code == 304
             assert client.get(url, headers={"If-None-Match": plain.headers["etag"]}).status_code == 200
+            # a building written beyond the city's extent: its tile, outside the limits the worker saw
+            # last, is served once the data has it (the limits are read again, not a 404 on old news)
+            far = (123.95, 41.45)
+            far_url = tile_url("buildings", "WebMercatorQuad", tile_of("WebMercatorQuad", "16", *far))
+            assert client.get(far_url).status_code == 404
+            x, y = Transformer.from_crs(4490, 4550, always_xy=True).transform(*far)
+            engine = demo_db.engine()
+            try:
+                with engine.begin() as conn:
+                    conn.execute(text(
+                        "INSERT INTO city_object (uid, object_class, layer, cim_level, geom, valid_from, dataset_id) "
+                        "SELECT 'far-away', 'Building', 'buildings', 2, ST_GeomFromText(:wkt, 4550), valid_from, "
+                        "dataset_id FROM city_object WHERE layer = 'buildings' LIMIT 1"),
+                        {"wkt": shapely.box(x - 10, y - 10, x + 10, y + 10).wkt})
+                    bump(conn, tables_for(engine), ["buildings"])
+                found = client.get(far_url, headers={"Accept-Encoding": "identity"})
+                assert found.status_code == 200
+                ids = [f["properties"]["id"] for f in mapbox_vector_tile.decode(found.content)["buildings"]["features"]]
+                assert ids == ["far-away"]
+            finally:
+                with engine.begin() as conn:
+                    conn.execute(text("DELETE FROM city_object WHERE uid = 'far-away'"))
+                    bump(conn, tables_for(engine), ["buildings"])
+                engine.dispose()
+            assert client.get(far_url).status_code == 404
     finally:
         stop_server(srv)
     assert not cache.exists() or not any(p.is_file() for p in cache.rglob("*"))

@@ -381,10 +381,16 @@ class VectorTileEndpoints:
         # again should the tile's be newer. Otherwise the versions are read first (the cache's key, a 304).
         folded = engine.dialect.name == "postgresql" and not self.cache.enabled and "if-none-match" not in request.headers
         with autocommit(engine).connect() as conn:  # reads only, one statement each
-            versions = self._seen.get(layer) if folded else None
-            if versions is None:
-                versions = self._versions(conn, t, layer)
-            self._check_limits(conn, t, collection, ts, matrix_id, r, c, versions)
+            seen = self._seen.get(layer) if folded else None
+            versions = seen if seen is not None else self._versions(conn, t, layer)
+            try:
+                self._check_limits(conn, t, collection, ts, matrix_id, r, c, versions)
+            except HTTPError:
+                if seen is None:
+                    raise
+                # outside what the worker saw last: the data may have grown since (no 404 on old news)
+                versions = self._seen[layer] = self._versions(conn, t, layer)
+                self._check_limits(conn, t, collection, ts, matrix_id, r, c, versions)
             mvt: bytes | None = None
             if folded:
                 q = tile_query(layer, collection, ts, matrix_id, r, c, int(t.city_object.c.geom.type.srid), rules,
