@@ -116,6 +116,28 @@ def test_autocommit_reads_leave_no_transaction_and_give_the_pool_back_transactio
         engine.dispose()
 
 
+def test_an_idle_connection_pinged_at_checkout_can_still_go_autocommit(new_database, monkeypatch):
+    """The idle ping (a SELECT outside autocommit) must not leave a transaction open: switching the pinged
+    connection to autocommit would fail ("can't change 'autocommit' now"), a 500 for the request."""
+    from sqlalchemy import text
+
+    from cim.db import engine as engine_module
+    from cim.db.engine import autocommit
+
+    engine = open_engine(new_database("postgis"), pool_size=1, max_overflow=0)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        monkeypatch.setattr(engine_module, "IDLE_PING_SECONDS", 0.0)  # every checkout pings
+        for _ in range(2):
+            with autocommit(engine).connect() as conn:
+                assert conn.execute(text("SELECT 2")).scalar() == 2
+            with engine.connect() as conn:
+                assert conn.execute(text("SELECT 3")).scalar() == 3
+    finally:
+        engine.dispose()
+
+
 def test_autocommit_is_the_engine_itself_on_spatialite(tmp_path):
     engine = open_engine(f"sqlite:///{tmp_path / 'x.sqlite'}", create=True)
     try:

@@ -107,6 +107,9 @@ def _on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
             cursor.execute("SELECT 1")
         finally:
             cursor.close()
+        # the ping opened a transaction (psycopg begins one before a statement outside autocommit): end it, or
+        # a connection checked out for autocommit (autocommit(), vector tiles and items) could not switch
+        dbapi_conn.rollback()
     except Exception as exc:  # the pool replaces the connection and checks out another
         raise DisconnectionError(str(exc)) from exc
 
