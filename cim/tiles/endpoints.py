@@ -415,12 +415,16 @@ class VectorTileEndpoints:
     def _check_limits(self, conn: Connection, t: CIMTables, collection: str, ts: TileSet, matrix_id: str, r: int,
                       c: int, versions: list[int]) -> None:
         """404 for a tile outside the collection's ``tileMatrixSetLimits`` at these data versions."""
-        layer = self.collections[collection]
-        state = self._state(conn, t, layer, versions[0], ts, self.rules[collection])
-        lim: Limits | None = next((x for x in state.limits if x.matrix == matrix_id), None)
-        if lim is None or not lim.contains(r, c):
+        if not self._within_limits(conn, t, collection, ts, matrix_id, r, c, versions):
             raise HTTPError(HTTPStatus.NOT_FOUND, f"tile {matrix_id}/{r}/{c} is outside the tileMatrixSetLimits "
                             f"of {collection} in {ts.id}")
+
+    def _within_limits(self, conn: Connection, t: CIMTables, collection: str, ts: TileSet, matrix_id: str, r: int,
+                       c: int, versions: list[int]) -> bool:
+        """Whether a tile is inside the collection's ``tileMatrixSetLimits`` at these data versions."""
+        state = self._state(conn, t, self.collections[collection], versions[0], ts, self.rules[collection])
+        lim: Limits | None = next((x for x in state.limits if x.matrix == matrix_id), None)
+        return lim is not None and lim.contains(r, c)
 
     def _dataset_tile(self, request: Request, tms: str, matrix: str, row: str, col: str) -> Response:
         ts = self._tile_set(tms)
@@ -436,12 +440,7 @@ class VectorTileEndpoints:
         storage_srid = int(t.city_object.c.geom.type.srid)
         with autocommit(engine).connect() as conn:  # reads only, one statement each
             versions = {x: self._versions(conn, t, self.collections[x]) for x in chosen}
-            inside = []
-            for x in in_zoom:
-                state = self._state(conn, t, self.collections[x], versions[x][0], ts, self.rules[x])
-                lim = next((y for y in state.limits if y.matrix == matrix_id), None)
-                if lim is not None and lim.contains(r, c):
-                    inside.append(x)
+            inside = [x for x in in_zoom if self._within_limits(conn, t, x, ts, matrix_id, r, c, versions[x])]
             if not inside:
                 raise HTTPError(HTTPStatus.NOT_FOUND, f"tile {matrix_id}/{r}/{c} is outside the tileMatrixSetLimits "
                                 f"of {', '.join(in_zoom)} in {ts.id}")

@@ -169,9 +169,14 @@ def tile_query(layer: str, name: str, ts: TileSet, matrix: str, row: int, col: i
                      min_length=max((size_x + size_y) / 2, ROBUST_UNITS * unit))
 
 
+def _outside_data(q: TileQuery) -> bool:
+    """A tile wholly outside where stored data can be: empty without a query."""
+    return q.frame.area.is_empty or q.frame.lonlat is None
+
+
 def render(conn: Connection, t: CIMTables, q: TileQuery) -> bytes:
     """The tile as MVT bytes; ``b""`` when no feature is in it."""
-    if q.frame.area.is_empty or q.frame.lonlat is None:
+    if _outside_data(q):
         return b""
     if conn.dialect.name == "postgresql":
         return bytes(_postgis(conn, t, q)[0] or b"")
@@ -205,7 +210,8 @@ def _conditions(t: CIMTables, dialect: str, layer: str) -> list[Any]:
 
 
 def _condition_values(t: CIMTables, dialect: str, q: TileQuery) -> dict[str, Any]:
-    spatial = lonlat_box_values(t, q.frame.lonlat) if dialect == "postgresql" and q.frame.lonlat is not None \
+    # (a tile outside any longitude/latitude, lonlat None, never gets here: _outside_data)
+    spatial = lonlat_box_values(t, q.frame.lonlat) if dialect == "postgresql" \
         else area_filter_values(t, dialect, q.frame.area)
     return {"min_area": q.min_area, "min_width": q.min_width, "min_length": q.min_length,
             "max_features": q.max_features, **spatial}
@@ -250,7 +256,7 @@ def render_with_versions(conn: Connection, t: CIMTables, q: TileQuery, layers: t
     """PostGIS: the tile and the data versions of ``layers`` read by the same statement (one round trip
     instead of two; cim.db.versions.version_columns); None where that is not how the tile is built (SpatiaLite,
     a tile outside any data)."""
-    if conn.dialect.name != "postgresql" or q.frame.area.is_empty or q.frame.lonlat is None:
+    if conn.dialect.name != "postgresql" or _outside_data(q):
         return None
     row = _postgis(conn, t, q, layers)
     return bytes(row[0] or b""), [int(v) for v in row[1:]]
