@@ -125,7 +125,7 @@ def test_lonlat_boxes_select_through_the_v9_index_and_agree_with_the_storage_are
     from cim.db.queries import FeatureQuery, page_statement
     from cim.settings import get_settings
     from cim.tiles.grid import tile_set
-    from cim.tiles.mvt import _condition_values, _postgis_statement, layer_rules, tile_query
+    from cim.tiles.mvt import _postgis_statement, _postgis_values, layer_rules, tile_query
 
     engine = demo_db.engine()
     try:
@@ -148,11 +148,8 @@ def test_lonlat_boxes_select_through_the_v9_index_and_agree_with_the_storage_are
             ts = tile_set("WebMercatorQuad")
             tile = ts.tms.tile(123.77, 41.30, 15)
             q = tile_query("buildings", "buildings", ts, "15", tile.y, tile.x, 4550, rules, settings)
-            left, bottom, right, top = q.frame.bounds
-            params = {**_condition_values(t, "postgresql", q),
-                      "tile_bounds": f"BOX({left!r} {bottom!r},{right!r} {top!r})"}
             plan = _plan(conn, _postgis_statement(t, "buildings", "buildings", 3857, q.extent, q.buffer, q.attributes),
-                         params)
+                         _postgis_values(t, q))
             assert "ix_city_object_lonlat_buildings" in plan, plan
     finally:
         engine.dispose()

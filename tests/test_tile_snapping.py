@@ -1,0 +1,192 @@
+"""Footprints snapped to the vector-tile grid in SQL (``cim.tiles.mvt.SNAP_UNITS``) and the clearance that
+allows it (``city_object.clearance``, schema v10).
+
+PostGIS writes a footprint whose minimum clearance is a few grid cells wide by plain arithmetic (scale, snap,
+orient) instead of ST_AsMVTGeom: the tiles must decode to the same geometries as ST_AsMVTGeom's, and a
+footprint too narrow for the grid must still come out valid (both backends)."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+import mapbox_vector_tile
+import pytest
+import shapely
+from geoalchemy2 import WKBElement
+from pyproj import Transformer
+from sqlalchemy import select, text
+
+from cim.db import schema
+from cim.db.engine import open_engine
+from cim.db.models import cim_tables
+from cim.settings import get_settings
+from cim.tiles import grid, mvt
+
+from .conftest import BACKENDS
+from .test_tiles import CENTRE, tile_of
+
+TO_4550 = Transformer.from_crs(4326, 4550, always_xy=True)
+HERE = TO_4550.transform(*CENTRE)
+
+
+def polygon(wkt: str) -> WKBElement:
+    return WKBElement(shapely.to_wkb(shapely.from_wkt(wkt), include_srid=False), srid=4550)
+
+
+def add(conn, t, uid: str, geom, layer: str = "buildings") -> None:
+    dataset = conn.execute(select(t.dataset.c.id).limit(1)).scalar()
+    if dataset is None:
+        dataset = conn.execute(t.dataset.insert().values(name="snap", created_at=datetime.now(UTC))
+                               .returning(t.dataset.c.id)).scalar()
+    conn.execute(t.city_object.insert().values(uid=uid, object_class="Building", layer=layer, cim_level=2,
+                                               valid_from=datetime.now(UTC), dataset_id=dataset, geom=geom))
+
+
+def clearances(conn, t) -> dict[str, float | None]:
+    co = t.city_object
+    return {uid: (None if c is None else round(c, 6)) for uid, c in conn.execute(select(co.c.uid, co.c.clearance))}
+
+
+def test_clearance_follows_every_write_of_the_footprint(db):
+    """PostGIS: the footprint trigger sets the clearance of valid (multi)polygons, NULL for anything else,
+    whoever writes; SpatiaLite has the column and leaves it NULL (no minimum clearance there)."""
+    t = schema.tables_for(db)
+    co = t.city_object
+    x, y = HERE
+    with db.begin() as conn:
+        add(conn, t, "box", polygon(f"POLYGON(({x} {y},{x + 20} {y},{x + 20} {y + 15},{x} {y + 15},{x} {y}))"))
+        add(conn, t, "two", polygon(f"MULTIPOLYGON((({x} {y},{x + 5} {y},{x + 5} {y + 5},{x} {y + 5},{x} {y})),"
+                                    f"(({x + 7} {y},{x + 12} {y},{x + 12} {y + 5},{x + 7} {y + 5},{x + 7} {y})))"))
+        add(conn, t, "bowtie", polygon(f"POLYGON(({x} {y},{x + 10} {y + 10},{x + 10} {y},{x} {y + 10},{x} {y}))"))
+        add(conn, t, "line", polygon(f"LINESTRING({x} {y},{x + 30} {y})"), layer="roads")
+    with db.connect() as conn:
+        got = clearances(conn, t)
+    if db.dialect.name == "sqlite":
+        assert got == {"box": None, "two": None, "bowtie": None, "line": None}
+        return
+    assert got == {"box": 15.0, "two": 2.0, "bowtie": None, "line": None}
+    with db.begin() as conn:  # the footprint changed by plain SQL, and a clearance written by hand
+        conn.execute(text("UPDATE city_object SET geom = ST_Scale(geom, 2, 2) WHERE uid = 'box'"))
+        conn.execute(co.update().where(co.c.uid == "two").values(clearance=1000.0))
+        conn.execute(co.update().where(co.c.uid == "bowtie").values(
+            geom=polygon(f"POLYGON(({x} {y},{x + 10} {y},{x + 10} {y + 4},{x} {y + 4},{x} {y}))")))
+    with db.connect() as conn:
+        assert clearances(conn, t) == {"box": 30.0, "two": 2.0, "bowtie": 4.0, "line": None}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_upgrade_to_v10_fills_the_clearance(new_database, backend):
+    engine = open_engine(new_database(backend), create=True)
+    try:
+        schema.init(engine, 4550, 5737, to=9)
+        t = cim_tables(4550)
+        with engine.begin() as conn:  # a database made by a version before 10 has no such column
+            conn.execute(text("ALTER TABLE city_object DROP COLUMN clearance"))
+            conn.execute(t.dataset.insert().values(id=1, name="v9", created_at=datetime.now(UTC)))
+            conn.execute(text(
+                "INSERT INTO city_object (uid, object_class, layer, cim_level, geom, valid_from, dataset_id) "
+                "VALUES ('b1', 'Building', 'buildings', 2, ST_GeomFromText(:wkt, 4550), :now, 1)"),
+                {"wkt": "POLYGON((564490 4574176, 564510 4574176, 564510 4574191, 564490 4574191, 564490 4574176))",
+                 "now": datetime.now(UTC)})
+        assert schema.upgrade(engine) == (9, schema.HEAD)
+        with engine.begin() as conn:  # and the trigger keeps it for the rows written after the upgrade
+            add(conn, t, "b2", polygon("POLYGON((564600 4574200, 564630 4574200, 564630 4574220, 564600 4574220, "
+                                       "564600 4574200))"))
+        with engine.connect() as conn:
+            got = clearances(conn, t)
+        assert got == ({"b1": None, "b2": None} if backend == "spatialite" else {"b1": 15.0, "b2": 20.0})
+    finally:
+        engine.dispose()
+
+
+def _tile(conn, t, tms_id: str, matrix: str, tile, layer: str = "buildings") -> bytes:
+    st = get_settings().tiles
+    q = mvt.tile_query(layer, layer, grid.tile_set(tms_id), matrix, tile.y, tile.x, 4550,
+                       mvt.LayerRules.from_settings(layer, st), st)
+    return mvt.render(conn, t, q)
+
+
+def _geometries(data: bytes, layer: str = "buildings") -> dict[int, shapely.Geometry]:
+    doc = mapbox_vector_tile.decode(data, default_options={"y_coord_down": True}) if data else {}
+    return {f["id"]: shapely.geometry.shape(f["geometry"]) for f in doc.get(layer, {}).get("features", [])}
+
+
+def test_snapped_footprints_are_what_st_asmvtgeom_writes(demo_db, monkeypatch):
+    """PostGIS: tiles at z14-z17 of the three sets, around the centre (and a tile's width off it, so edges
+    cross the tile): the same features, the same valid geometries with and without the snapping, and the
+    snapping taken (the bytes differ: ST_AsMVTGeom's clipper starts rings elsewhere)."""
+    if demo_db.backend != "postgis":
+        pytest.skip("SpatiaLite's tiles are built in Python (cim.tiles.mvt.tile_space): nothing is snapped in SQL")
+    engine = demo_db.engine()
+    t = schema.tables_for(engine)
+    features = differ = 0
+    try:
+        with engine.connect() as conn:
+            for tms_id in ("WebMercatorQuad", "WorldCRS84Quad", "CGCS2000TiandituQuad"):
+                for matrix in ("14", "15", "16", "17"):
+                    for dx in (0, 1):
+                        tile = tile_of(tms_id, matrix, *CENTRE)
+                        tile = type(tile)(tile.x + dx, tile.y, tile.z)
+                        monkeypatch.setattr(mvt, "SNAP_UNITS", 1.5)
+                        snapped = _tile(conn, t, tms_id, matrix, tile)
+                        monkeypatch.setattr(mvt, "SNAP_UNITS", math.inf)  # ST_AsMVTGeom for every footprint
+                        reference = _tile(conn, t, tms_id, matrix, tile)
+                        a, b = _geometries(snapped), _geometries(reference)
+                        assert set(a) == set(b), (tms_id, matrix, dx)
+                        for fid, g in a.items():
+                            assert g.is_valid and g.equals(b[fid]), (tms_id, matrix, dx, fid, g.wkt, b[fid].wkt)
+                        features += len(a)
+                        differ += snapped != reference
+    finally:
+        engine.dispose()
+    assert features > 500
+    assert differ >= 12  # most of the 24 tiles: the snapping was taken
+
+
+def test_a_footprint_too_narrow_for_the_grid_is_made_valid(demo_db, monkeypatch):
+    """A valid footprint with a vertex closer to an edge than a z14 grid cell: snapped, they cross. Both
+    backends write it valid; on PostGIS only because its clearance keeps it away from the plain snapping
+    (with the snapping forced, the same tile holds an invalid polygon: this test would catch its loss)."""
+    engine = demo_db.engine()
+    t = schema.tables_for(engine)
+    tile = tile_of("WebMercatorQuad", "14", *CENTRE)
+    left, bottom, right, top = grid.tile_bounds(grid.tile_set("WebMercatorQuad"), "14", tile.y, tile.x)
+    extent = mvt.tile_extent(get_settings().tiles, 14)
+    to_4550 = Transformer.from_crs(3857, 4550, always_xy=True)
+
+    def from_grid(u: float, v: float) -> tuple[float, float]:
+        return to_4550.transform(left + u / extent * (right - left), top - v / extent * (top - bottom))
+
+    # about 40 × 30 cells in the middle of the tile, a tooth whose tip comes within 0.3 cell of a slanting
+    # edge: valid; snapped to the grid, the tip crosses that edge (a ring self-intersection)
+    ring = [(1030, 1020), (1040, 995), (1050, 1005.52), (1070, 1005.52), (1070, 1024), (1047, 1024),
+            (1045.59, 1001.29), (1043, 1024)]
+    tooth = shapely.Polygon([from_grid(u, v) for u, v in ring])
+    assert tooth.is_valid and not shapely.Polygon([(round(u), round(v)) for u, v in ring]).is_valid
+    try:
+        with engine.connect() as conn:
+            with conn.begin() as tx:
+                add(conn, t, "tooth", WKBElement(shapely.to_wkb(tooth, include_srid=False), srid=4550))
+                fid = conn.execute(select(t.city_object.c.id).where(t.city_object.c.uid == "tooth")).scalar()
+                written = _geometries(_tile(conn, t, "WebMercatorQuad", "14", tile))[fid]
+                assert written.is_valid and written.area > 0, written.wkt
+                if demo_db.backend == "postgis":
+                    monkeypatch.setattr(mvt, "SNAP_UNITS", 0.0)
+                    forced = _geometries(_tile(conn, t, "WebMercatorQuad", "14", tile))[fid]
+                    assert not forced.is_valid, forced.wkt
+                tx.rollback()
+    finally:
+        engine.dispose()
+
+
+def test_clearance_threshold_is_in_grid_cells_of_the_longer_side():
+    """Cells of longitude/latitude sets are not square: the threshold is measured on the longer side."""
+    st = get_settings().tiles
+    for tms_id, matrix in (("WebMercatorQuad", "15"), ("WorldCRS84Quad", "14"), ("CGCS2000TiandituQuad", "15")):
+        tile = tile_of(tms_id, matrix, *CENTRE)
+        q = mvt.tile_query("buildings", "buildings", grid.tile_set(tms_id), matrix, tile.y, tile.x, 4550,
+                           mvt.LayerRules.from_settings("buildings", st), st)
+        cell = max(q.frame.pixel) * grid.PIXELS / q.extent
+        assert q.min_clearance == pytest.approx(mvt.SNAP_UNITS * cell)
+    assert mvt.SNAP_UNITS > math.sqrt(2)  # a snapped vertex moves up to √2/2 cell: a vertex and an edge, √2
