@@ -416,6 +416,30 @@ def test_empty_tile_is_204_with_validators(http, engine):
     assert again.status_code == 304
 
 
+@pytest.mark.parametrize("tms_id", list(SETS))
+def test_tile_frames_end_where_stored_data_can_be(tms_id):
+    """A tile's frame is clipped to the storage CRS's area of use (EPSG:4550 ends at 124.5°E); beyond it the
+    tile is known empty without a query. The storage-CRS polygon only SpatiaLite filters with is made when
+    first asked for (it cost a third of a tile's Python)."""
+    from cim.crs.registry import default_registry
+
+    west, _, east, _ = default_registry().epsg(4550).area
+    ts = grid.tile_set(tms_id)
+    across = tile_of(tms_id, "12", east - 1e-4, 41.3)
+    frame = grid.tile_frame(ts, "12", across.y, across.x, 4550, 0.01)
+    assert "area" not in frame.__dict__
+    assert frame.lonlat is not None and frame.lonlat[0] < east and frame.lonlat[2] == east
+    lon = Transformer.from_crs(4550, 4326, always_xy=True).transform(*shapely.get_coordinates(frame.area).T)[0]
+    assert lon.max() == pytest.approx(east, abs=1e-6) and lon.min() < east
+    # one pixel in metres, about the tile's ground width / 256 (the cell side MVT thresholds use)
+    left, bottom, right, top = bounds(tms_id, across)
+    xs, _ = Transformer.from_crs(ts.srid, 4550, always_xy=True).transform([left, right], [(bottom + top) / 2] * 2)
+    assert frame.pixel[0] == pytest.approx((xs[1] - xs[0]) / grid.PIXELS, rel=0.02)
+    beyond = tile_of(tms_id, "12", east + 0.5, 41.3)
+    frame = grid.tile_frame(ts, "12", beyond.y, beyond.x, 4550, 0.01)
+    assert frame.lonlat is None and frame.area.is_empty
+
+
 @pytest.mark.parametrize("path, status", [
     ("/collections/nope/tiles/WebMercatorQuad/16/24498/55299", 404),  # unknown collection
     ("/collections/buildings/tiles/NoSuchQuad/16/24498/55299", 404),  # unknown tile matrix set

@@ -12,8 +12,8 @@ WorldCRS84Quad level n is zoom n + 1), so one ``min_zoom``, one attribute schedu
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from functools import lru_cache
+from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
 
 import morecantile
 import numpy as np
@@ -24,7 +24,7 @@ from cim.crs import crs as pyproj_crs
 from cim.crs import transformer
 from cim.crs import tms as registry
 from cim.crs.registry import CRS84_URI, default_registry
-from cim.crs.transform import OutsideArea, query_area
+from cim.crs.transform import clip_lonlat_bbox, query_area
 
 # WebMercatorQuad's level-0 scale denominator (OGC 0.28 mm pixel)
 WEB_MERCATOR_SCALE0 = 559082264.0287178
@@ -157,33 +157,48 @@ def limits(ts: TileSet, matrix: str, bbox: tuple[float, float, float, float]) ->
 class TileFrame:
     """Where one tile is, for the queries that build it.
 
-    ``bounds`` in the set's CRS (what MVT coordinates are relative to); ``area``: the tile with its buffer
-    as a polygon in the storage CRS, clipped to where stored data can be (the storage CRS's area of use),
-    densified; ``pixel``: the size of one pixel of a 256-pixel tile in storage units along x and y, at the
-    tile's centre (or the nearest data); ``span``: the tile's width in the set's CRS; ``lonlat``: the tile with
-    its buffer as a longitude/latitude box (west, south, east, north), exactly: each of our tile matrix sets
-    is in longitude/latitude or Web Mercator, whose tiles are longitude/latitude rectangles.
+    ``bounds`` in the set's CRS (what MVT coordinates are relative to); ``lonlat``: the tile with its buffer
+    as a longitude/latitude box (west, south, east, north) clipped to where stored data can be (the storage
+    CRS's area of use), exactly: each of our tile matrix sets is in longitude/latitude or Web Mercator, whose
+    tiles are longitude/latitude rectangles; None where no stored data can be. ``pixel``: the size of one
+    pixel of a 256-pixel tile in storage units along x and y, at the centre of ``lonlat``; ``area``: the same
+    place as a densified polygon in the storage CRS (for SpatiaLite's index; made when first asked for);
+    ``span``: the tile's width in the set's CRS.
     """
 
     bounds: tuple[float, float, float, float]
-    area: shapely.Geometry
     pixel: tuple[float, float]
-    lonlat: tuple[float, float, float, float] | None = None  # None: outside any longitude/latitude
+    lonlat: tuple[float, float, float, float] | None
+    tile_set: TileSet = field(repr=False)
+    buffered: tuple[float, float, float, float] = field(repr=False)  # in the set's CRS
+    storage_srid: int = field(repr=False)
 
     @property
     def span(self) -> float:
         return self.bounds[2] - self.bounds[0]
 
+    @cached_property
+    def area(self) -> shapely.Geometry:
+        """The buffered tile in the storage CRS, densified, clipped to its area of use (empty: no data there)."""
+        if self.lonlat is None:
+            return shapely.Polygon()
+        if self.tile_set.srid == self.storage_srid:
+            return shapely.box(*self.buffered)
+        reg = default_registry()
+        return query_area(self.lonlat, reg.resolve(CRS84_URI), reg.epsg(self.storage_srid))
+
 
 def tile_frame(ts: TileSet, matrix: str, row: int, col: int, storage_srid: int, buffer_fraction: float,
                ) -> TileFrame:
-    """The frame of a tile; its ``area`` is empty when the tile lies wholly outside the storage CRS's area."""
+    """The frame of a tile; its ``lonlat`` is None when the tile lies wholly outside the storage CRS's area."""
     left, bottom, right, top = bounds = tile_bounds(ts, matrix, row, col)
     dx, dy = (right - left) * buffer_fraction, (top - bottom) * buffer_fraction
     buffered = (left - dx, bottom - dy, right + dx, top + dy)
     lonlat = _lonlat_box(ts, buffered)
-    area = _storage_area(ts, buffered, lonlat, storage_srid)
-    return TileFrame(bounds, area, _pixel(ts, bounds, area, storage_srid), lonlat)
+    if lonlat is not None and ts.srid != storage_srid:
+        parts = clip_lonlat_bbox(lonlat, default_registry().epsg(storage_srid).area)
+        lonlat = parts[0] if parts else None  # (one part: our boxes never cross the antimeridian)
+    return TileFrame(bounds, _pixel(ts, bounds, lonlat, storage_srid), lonlat, ts, buffered, storage_srid)
 
 
 def _lonlat_box(ts: TileSet, bbox: tuple[float, float, float, float]) -> tuple[float, float, float, float] | None:
@@ -197,32 +212,17 @@ def _lonlat_box(ts: TileSet, bbox: tuple[float, float, float, float]) -> tuple[f
     return tuple(float(v) for v in lonlat) if all(np.isfinite(lonlat)) else None  # type: ignore[return-value]
 
 
-def _storage_area(ts: TileSet, bbox: tuple[float, float, float, float],
-                  lonlat: tuple[float, float, float, float] | None, storage_srid: int) -> shapely.Geometry:
-    if ts.srid == storage_srid:
-        return shapely.box(*bbox)
-    if lonlat is None:
-        return shapely.Polygon()
-    reg = default_registry()
-    try:
-        return query_area(lonlat, reg.resolve(CRS84_URI), reg.epsg(storage_srid))
-    except OutsideArea:
-        return shapely.Polygon()
-
-
-def _pixel(ts: TileSet, bounds: tuple[float, float, float, float], area: shapely.Geometry,
-           storage_srid: int) -> tuple[float, float]:
-    """One screen pixel (1/256 of the tile) in storage units, measured where the data is."""
+def _pixel(ts: TileSet, bounds: tuple[float, float, float, float],
+           lonlat: tuple[float, float, float, float] | None, storage_srid: int) -> tuple[float, float]:
+    """One screen pixel (1/256 of the tile) in storage units, measured where the data can be."""
     px = (bounds[2] - bounds[0]) / PIXELS
     py = (bounds[3] - bounds[1]) / PIXELS
     if ts.srid == storage_srid:
         return px, py
-    if area.is_empty:
+    if lonlat is None:
         return 0.0, 0.0
-    to_tms, to_storage = transformer(storage_srid, ts.srid), transformer(ts.srid, storage_srid)
-    c = area.centroid
-    cx, cy = to_tms.transform(c.x, c.y)
-    xs, ys = to_storage.transform(np.array([cx, cx + px, cx]), np.array([cy, cy, cy + py]))
+    cx, cy = transformer("OGC:CRS84", ts.srid).transform((lonlat[0] + lonlat[2]) / 2, (lonlat[1] + lonlat[3]) / 2)
+    xs, ys = transformer(ts.srid, storage_srid).transform(np.array([cx, cx + px, cx]), np.array([cy, cy, cy + py]))
     if not (np.isfinite(xs).all() and np.isfinite(ys).all()):
         return 0.0, 0.0
     return float(math.hypot(xs[1] - xs[0], ys[1] - ys[0])), float(math.hypot(xs[2] - xs[0], ys[2] - ys[0]))

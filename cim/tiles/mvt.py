@@ -187,7 +187,7 @@ def tile_query(layer: str, name: str, ts: TileSet, matrix: str, row: int, col: i
 
 def _outside_data(q: TileQuery) -> bool:
     """A tile wholly outside where stored data can be: empty without a query."""
-    return q.frame.area.is_empty or q.frame.lonlat is None
+    return q.frame.lonlat is None
 
 
 def render(conn: Connection, t: CIMTables, q: TileQuery) -> bytes:
