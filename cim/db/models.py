@@ -182,10 +182,12 @@ def build_tables(srid: int) -> CIMTables:
         # ST_Transform(geom, ...) by a trigger (schema v8): items in CRS84/4490/4326 and tiles read it instead
         # of an inverse Gauss-Krüger projection per row and request (~40 µs a footprint, bench/README.md)
         Column("geom_lonlat", Geometry("GEOMETRY", srid=crs84_srid(srid), spatial_index=False)),
-        # the footprint's minimum clearance (GEOS; storage units) where it is a valid (multi)polygon, else NULL;
-        # set by the same trigger on PostGIS (schema v10), NULL on SpatiaLite (no such function). Moving no
-        # vertex by less than half of it can make the polygon invalid, so a vector tile whose grid cell is
-        # well under it snaps the footprint to its grid without a clipper (cim.tiles.mvt)
+        # for vector tiles (schema v10), set by the same trigger on PostGIS, NULL on SpatiaLite (whose tiles are
+        # built in Python): the footprint in Web Mercator (WebMercatorQuad tiles read it instead of projecting
+        # every footprint of every tile), and its minimum clearance (GEOS; storage units) where it is a valid
+        # (multi)polygon: moving no vertex by less than half of it can make the polygon invalid, so a tile
+        # whose grid cell is well under it snaps the footprint to its grid without a clipper (cim.tiles.mvt)
+        Column("geom_webmercator", Geometry("GEOMETRY", srid=3857, spatial_index=False)),
         Column("clearance", Float),
         Column("min_z", Float),
         Column("max_z", Float),

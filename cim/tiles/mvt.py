@@ -299,11 +299,15 @@ def _postgis_statement(t: CIMTables, layer: str, name: str, srid: int, extent: i
     """The tile statement of one shape of tile (layer, set, grid, attributes), the tile's values as
     parameters: building it per tile was ~a fifth of the handler's time."""
     co = t.city_object
-    # tile matrix sets in longitude/latitude read the stored copy as it is, WebMercatorQuad projects it
-    # (4490 → 3857: the forward Mercator only; the inverse Gauss–Krüger from the storage CRS was most of a
-    # tile's time, bench/README.md); always an integer SRID, never text (PERF-NOTES)
-    written = [co.c.id.label("fid"), footprint_in(t, srid, project_lonlat=True).label("_g"),
-               co.c.uid.label(ID_PROPERTY), *_typed_columns(t, "postgresql", attributes.typed)]
+    # tile matrix sets in longitude/latitude read the stored copy as it is, WebMercatorQuad its stored Web
+    # Mercator copy (schema v10; projected from the lon/lat copy where there is none); the inverse
+    # Gauss–Krüger from the storage CRS was most of a tile's time, bench/README.md. Always an integer SRID,
+    # never text (PERF-NOTES)
+    g = footprint_in(t, srid, project_lonlat=True)
+    if srid == 3857:
+        g = func.coalesce(co.c.geom_webmercator, g)
+    written = [co.c.id.label("fid"), g.label("_g"), co.c.uid.label(ID_PROPERTY),
+               *_typed_columns(t, "postgresql", attributes.typed)]
     if attributes.extra:
         # a jsonb column: ST_AsMVT writes each key as an attribute (numbers integral → int, else double;
         # null, arrays and objects left out)

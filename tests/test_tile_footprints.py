@@ -1,9 +1,11 @@
-"""Footprints snapped to the vector-tile grid in SQL (``cim.tiles.mvt.SNAP_UNITS``) and the clearance that
-allows it (``city_object.clearance``, schema v10).
+"""What vector tiles read besides the lon/lat copy (schema v10): the Web Mercator copy of each footprint and
+its clearance, kept by the footprint trigger; and footprints snapped to the tile grid in SQL
+(``cim.tiles.mvt.SNAP_UNITS``).
 
 PostGIS writes a footprint whose minimum clearance is a few grid cells wide by plain arithmetic (scale, snap,
 orient) instead of ST_AsMVTGeom: the tiles must decode to the same geometries as ST_AsMVTGeom's, and a
-footprint too narrow for the grid must still come out valid (both backends)."""
+footprint too narrow for the grid must still come out valid (both backends). WebMercatorQuad tiles read the
+stored copy: the same bytes as projecting every footprint."""
 
 from __future__ import annotations
 
@@ -48,9 +50,10 @@ def clearances(conn, t) -> dict[str, float | None]:
     return {uid: (None if c is None else round(c, 6)) for uid, c in conn.execute(select(co.c.uid, co.c.clearance))}
 
 
-def test_clearance_follows_every_write_of_the_footprint(db):
-    """PostGIS: the footprint trigger sets the clearance of valid (multi)polygons, NULL for anything else,
-    whoever writes; SpatiaLite has the column and leaves it NULL (no minimum clearance there)."""
+def test_tile_columns_follow_every_write_of_the_footprint(db):
+    """PostGIS: the footprint trigger sets the Web Mercator copy of every footprint and the clearance of
+    valid (multi)polygons (NULL for anything else), whoever writes; SpatiaLite has the columns and leaves
+    them NULL (its tiles are built in Python; it has no minimum clearance)."""
     t = schema.tables_for(db)
     co = t.city_object
     x, y = HERE
@@ -64,25 +67,43 @@ def test_clearance_follows_every_write_of_the_footprint(db):
         got = clearances(conn, t)
     if db.dialect.name == "sqlite":
         assert got == {"box": None, "two": None, "bowtie": None, "line": None}
+        with db.connect() as conn:
+            assert conn.execute(select(co.c.geom_webmercator).where(co.c.geom_webmercator.is_not(None))).all() == []
         return
     assert got == {"box": 15.0, "two": 2.0, "bowtie": None, "line": None}
-    with db.begin() as conn:  # the footprint changed by plain SQL, and a clearance written by hand
+    assert webmercator_mismatches(db) == (4, [])
+    with db.begin() as conn:  # the footprint changed by plain SQL, and derived columns written by hand
         conn.execute(text("UPDATE city_object SET geom = ST_Scale(geom, 2, 2) WHERE uid = 'box'"))
         conn.execute(co.update().where(co.c.uid == "two").values(clearance=1000.0))
+        conn.execute(text("UPDATE city_object SET geom_webmercator = ST_Translate(geom_webmercator, 5, 5) "
+                          "WHERE uid = 'line'"))
         conn.execute(co.update().where(co.c.uid == "bowtie").values(
             geom=polygon(f"POLYGON(({x} {y},{x + 10} {y},{x + 10} {y + 4},{x} {y + 4},{x} {y}))")))
     with db.connect() as conn:
         assert clearances(conn, t) == {"box": 30.0, "two": 2.0, "bowtie": 4.0, "line": None}
+    assert webmercator_mismatches(db) == (4, [])
+
+
+def webmercator_mismatches(engine) -> tuple[int, list[str]]:
+    """(rows, uids whose Web Mercator copy is not the lon/lat copy projected by the database, exactly)."""
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT uid, ST_Equals(geom_webmercator, ST_Transform(geom_lonlat, 3857)) "
+                                 "AND ST_AsBinary(geom_webmercator) = ST_AsBinary(ST_Transform(geom_lonlat, 3857)) "
+                                 "FROM city_object WHERE geom IS NOT NULL")).all()
+    return len(rows), sorted(uid for uid, same in rows if not same)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_upgrade_to_v10_fills_the_clearance(new_database, backend):
+def test_upgrade_to_v10_fills_the_tile_columns(new_database, backend):
     engine = open_engine(new_database(backend), create=True)
     try:
         schema.init(engine, 4550, 5737, to=9)
         t = cim_tables(4550)
         with engine.begin() as conn:  # a database made by a version before 10 has no such column
             conn.execute(text("ALTER TABLE city_object DROP COLUMN clearance"))
+            if backend == "spatialite":
+                conn.execute(text("SELECT DiscardGeometryColumn('city_object', 'geom_webmercator')"))
+            conn.execute(text("ALTER TABLE city_object DROP COLUMN geom_webmercator"))
             conn.execute(t.dataset.insert().values(id=1, name="v9", created_at=datetime.now(UTC)))
             conn.execute(text(
                 "INSERT INTO city_object (uid, object_class, layer, cim_level, geom, valid_from, dataset_id) "
@@ -96,6 +117,8 @@ def test_upgrade_to_v10_fills_the_clearance(new_database, backend):
         with engine.connect() as conn:
             got = clearances(conn, t)
         assert got == ({"b1": None, "b2": None} if backend == "spatialite" else {"b1": 15.0, "b2": 20.0})
+        if backend == "postgis":
+            assert webmercator_mismatches(engine) == (2, [])
     finally:
         engine.dispose()
 
@@ -142,6 +165,32 @@ def test_snapped_footprints_are_what_st_asmvtgeom_writes(demo_db, monkeypatch):
         engine.dispose()
     assert features > 500
     assert differ >= 12  # most of the 24 tiles: the snapping was taken
+
+
+def test_webmercator_tiles_are_the_same_from_the_stored_copy(demo_db):
+    """PostGIS: WebMercatorQuad tiles are read from the stored copy (moved by hand, the tiles move) and are
+    byte for byte those projected per footprint (the copy removed). Its trigger held, in a transaction rolled
+    back."""
+    if demo_db.backend != "postgis":
+        pytest.skip("SpatiaLite's tiles are built in Python from the footprint")
+    engine = demo_db.engine()
+    t = schema.tables_for(engine)
+    tiles = [tile_of("WebMercatorQuad", m, *CENTRE) for m in ("14", "15", "16")]
+    try:
+        with engine.connect() as conn:
+            stored = [_tile(conn, t, "WebMercatorQuad", str(tile.z), tile) for tile in tiles]
+            conn.rollback()
+            with conn.begin() as tx:
+                conn.execute(text("ALTER TABLE city_object DISABLE TRIGGER city_object_geom_lonlat"))
+                conn.execute(text("UPDATE city_object SET geom_webmercator = ST_Translate(geom_webmercator, 5, 0)"))
+                moved = [_tile(conn, t, "WebMercatorQuad", str(tile.z), tile) for tile in tiles]
+                conn.execute(text("UPDATE city_object SET geom_webmercator = NULL"))
+                projected = [_tile(conn, t, "WebMercatorQuad", str(tile.z), tile) for tile in tiles]
+                tx.rollback()
+    finally:
+        engine.dispose()
+    assert all(stored) and stored == projected
+    assert all(a != b for a, b in zip(moved, stored))
 
 
 def test_a_footprint_too_narrow_for_the_grid_is_made_valid(demo_db, monkeypatch):
