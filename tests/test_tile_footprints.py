@@ -32,7 +32,7 @@ TO_4550 = Transformer.from_crs(4326, 4550, always_xy=True)
 HERE = TO_4550.transform(*CENTRE)
 
 
-def polygon(wkt: str) -> WKBElement:
+def footprint(wkt: str) -> WKBElement:
     return WKBElement(shapely.to_wkb(shapely.from_wkt(wkt), include_srid=False), srid=4550)
 
 
@@ -58,11 +58,11 @@ def test_tile_columns_follow_every_write_of_the_footprint(db):
     co = t.city_object
     x, y = HERE
     with db.begin() as conn:
-        add(conn, t, "box", polygon(f"POLYGON(({x} {y},{x + 20} {y},{x + 20} {y + 15},{x} {y + 15},{x} {y}))"))
-        add(conn, t, "two", polygon(f"MULTIPOLYGON((({x} {y},{x + 5} {y},{x + 5} {y + 5},{x} {y + 5},{x} {y})),"
+        add(conn, t, "box", footprint(f"POLYGON(({x} {y},{x + 20} {y},{x + 20} {y + 15},{x} {y + 15},{x} {y}))"))
+        add(conn, t, "two", footprint(f"MULTIPOLYGON((({x} {y},{x + 5} {y},{x + 5} {y + 5},{x} {y + 5},{x} {y})),"
                                     f"(({x + 7} {y},{x + 12} {y},{x + 12} {y + 5},{x + 7} {y + 5},{x + 7} {y})))"))
-        add(conn, t, "bowtie", polygon(f"POLYGON(({x} {y},{x + 10} {y + 10},{x + 10} {y},{x} {y + 10},{x} {y}))"))
-        add(conn, t, "line", polygon(f"LINESTRING({x} {y},{x + 30} {y})"), layer="roads")
+        add(conn, t, "bowtie", footprint(f"POLYGON(({x} {y},{x + 10} {y + 10},{x + 10} {y},{x} {y + 10},{x} {y}))"))
+        add(conn, t, "line", footprint(f"LINESTRING({x} {y},{x + 30} {y})"), layer="roads")
     with db.connect() as conn:
         got = clearances(conn, t)
     if db.dialect.name == "sqlite":
@@ -78,7 +78,7 @@ def test_tile_columns_follow_every_write_of_the_footprint(db):
         conn.execute(text("UPDATE city_object SET geom_webmercator = ST_Translate(geom_webmercator, 5, 5) "
                           "WHERE uid = 'line'"))
         conn.execute(co.update().where(co.c.uid == "bowtie").values(
-            geom=polygon(f"POLYGON(({x} {y},{x + 10} {y},{x + 10} {y + 4},{x} {y + 4},{x} {y}))")))
+            geom=footprint(f"POLYGON(({x} {y},{x + 10} {y},{x + 10} {y + 4},{x} {y + 4},{x} {y}))")))
     with db.connect() as conn:
         assert clearances(conn, t) == {"box": 30.0, "two": 2.0, "bowtie": 4.0, "line": None}
     assert webmercator_mismatches(db) == (4, [])
@@ -112,7 +112,7 @@ def test_upgrade_to_v10_fills_the_tile_columns(new_database, backend):
                  "now": datetime.now(UTC)})
         assert schema.upgrade(engine) == (9, schema.HEAD)
         with engine.begin() as conn:  # and the trigger keeps it for the rows written after the upgrade
-            add(conn, t, "b2", polygon("POLYGON((564600 4574200, 564630 4574200, 564630 4574220, 564600 4574220, "
+            add(conn, t, "b2", footprint("POLYGON((564600 4574200, 564630 4574200, 564630 4574220, 564600 4574220, "
                                        "564600 4574200))"))
         with engine.connect() as conn:
             got = clearances(conn, t)
