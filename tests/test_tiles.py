@@ -423,7 +423,7 @@ def test_tile_frames_end_where_stored_data_can_be(tms_id):
     first asked for (it cost a third of a tile's Python)."""
     from cim.crs.registry import default_registry
 
-    west, _, east, _ = default_registry().epsg(4550).area
+    _, _, east, _ = default_registry().epsg(4550).area
     ts = grid.tile_set(tms_id)
     across = tile_of(tms_id, "12", east - 1e-4, 41.3)
     frame = grid.tile_frame(ts, "12", across.y, across.x, 4550, 0.01)
