@@ -73,6 +73,33 @@ def db(request, new_database, tmp_path, monkeypatch):
     get_settings.cache_clear()
 
 
+def older_database(engine, version: int, dropped: tuple[str, ...] = ()) -> None:
+    """The schema as a release at ``version`` left it (EPSG:4550): ``city_object`` without the ``dropped``
+    columns later versions add (step 1 creates today's table), and one building (uid ``b1``, a 20 × 15 m
+    footprint) written in plain SQL, so that the upgrade has a row to fill."""
+    from datetime import UTC, datetime
+
+    from geoalchemy2 import Geometry
+    from sqlalchemy import text
+
+    from cim.db import schema
+    from cim.db.models import cim_tables
+
+    schema.init(engine, 4550, 5737, to=version)
+    t = cim_tables(4550)
+    with engine.begin() as conn:
+        for column in dropped:
+            if engine.dialect.name == "sqlite" and isinstance(t.city_object.c[column].type, Geometry):
+                conn.execute(text(f"SELECT DiscardGeometryColumn('city_object', '{column}')"))
+            conn.execute(text(f"ALTER TABLE city_object DROP COLUMN {column}"))
+        conn.execute(t.dataset.insert().values(id=1, name=f"v{version}", created_at=datetime.now(UTC)))
+        conn.execute(text(
+            "INSERT INTO city_object (uid, object_class, layer, cim_level, geom, valid_from, dataset_id) "
+            "VALUES ('b1', 'Building', 'buildings', 2, ST_GeomFromText(:wkt, 4550), :now, 1)"),
+            {"wkt": "POLYGON((564490 4574176, 564510 4574176, 564510 4574191, 564490 4574191, 564490 4574176))",
+             "now": datetime.now(UTC)})
+
+
 def geoid_anomaly(lon, lat):
     """The made-up height anomaly of the tests' geoid grid: ~12.7 m at Benxi, varying linearly (so
     bilinear interpolation reproduces it exactly)."""

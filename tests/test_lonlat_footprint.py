@@ -18,7 +18,7 @@ from cim.db.models import cim_tables
 from cim.ingest.load import LoadOptions, load_files
 from cim.ops import cases
 
-from .conftest import BACKENDS
+from .conftest import BACKENDS, older_database
 from .test_ingest import ANCHOR, MULTI_LOD
 
 TO_4490 = Transformer.from_crs(4550, 4490, always_xy=True)
@@ -74,20 +74,9 @@ def test_ingest_case_writes_and_updates_keep_the_copy(db):
 def test_upgrade_to_v8_fills_the_copy(new_database, backend, column_exists):
     engine = open_engine(new_database(backend), create=True)
     try:
-        schema.init(engine, 4550, 5737, to=7)
-        t = cim_tables(4550)
-        co = t.city_object
-        with engine.begin() as conn:
-            if not column_exists:  # a database made by a version before 8 has no such column
-                if backend == "spatialite":
-                    conn.execute(text("SELECT DiscardGeometryColumn('city_object', 'geom_lonlat')"))
-                conn.execute(text("ALTER TABLE city_object DROP COLUMN geom_lonlat"))
-            conn.execute(t.dataset.insert().values(id=1, name="v7", created_at=datetime.now(UTC)))
-            conn.execute(text(
-                "INSERT INTO city_object (uid, object_class, layer, cim_level, geom, valid_from, dataset_id) "
-                "VALUES ('b1', 'Building', 'buildings', 2, ST_GeomFromText(:wkt, 4550), :now, 1)"),
-                {"wkt": "POLYGON((564490 4574176, 564510 4574176, 564510 4574191, 564490 4574176))",
-                 "now": datetime.now(UTC)})
+        # a database made by a version before 8 may have no such column
+        older_database(engine, 7, () if column_exists else ("geom_lonlat",))
+        co = cim_tables(4550).city_object
         assert schema.upgrade(engine) == (7, schema.HEAD)
         n, bad = mismatches(engine)
         assert n == 1 and bad == []
