@@ -144,8 +144,9 @@ def autocommit(engine: Engine) -> Engine:
     """``engine`` for reads of one statement each that need no transaction (vector tiles, items pages read
     whole, single items): on PostGIS its connections run in autocommit (the same pool), so such a read is one
     round trip instead of three (BEGIN, the statement, and the ROLLBACK of the pool's reset; together ~a fifth
-    of an uncached tile's time in the server, bench/README.md). Statements in READ COMMITTED each see their own snapshot anyway. SpatiaLite's
-    engine is returned as it is (its transactions are ours: see _on_spatialite_begin)."""
+    of an uncached tile's time in the server, bench/README.md). Statements in READ COMMITTED each see their
+    own snapshot anyway. SpatiaLite's engine is returned as it is (its transactions are ours: see
+    _on_spatialite_begin)."""
     if engine.dialect.name != "postgresql":
         return engine
     found = getattr(engine, "_cim_autocommit", None)

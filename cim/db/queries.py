@@ -208,9 +208,9 @@ def layer_is(t: CIMTables, layer: str) -> ColumnElement[bool]:
 def lonlat_box_filter(t: CIMTables) -> ColumnElement[bool]:
     """PostGIS: objects whose longitude/latitude footprint (``geom_lonlat``) intersects the box given at
     execution as ``lonlat_box`` (:func:`lonlat_box_values`), through the layer's partial GiST index on
-    ``geom_lonlat`` (schema v9; the layer written as a literal: :func:`layer_is`). For a box that is a rectangle in longitude/latitude (a CRS84 bbox, a tile of our sets) this
-    is the exact test, and a rectangle against each candidate instead of :func:`area_filter`'s densified
-    polygon in the storage CRS."""
+    ``geom_lonlat`` (schema v9; the layer written as a literal: :func:`layer_is`). For a box that is a
+    rectangle in longitude/latitude (a CRS84 bbox, a tile of our sets) this is the exact test, and a
+    rectangle against each candidate instead of :func:`area_filter`'s densified polygon in the storage CRS."""
     return func.ST_Intersects(t.city_object.c.geom_lonlat, cast(bindparam("lonlat_box", String), PostGISGeometry()))
 
 
